@@ -1,0 +1,1 @@
+"""kid: knowledge distillation of text-to-SQL language models (KID and baselines)."""

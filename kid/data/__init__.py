@@ -1,0 +1,1 @@
+"""Text-to-SQL data: Spider-format readers, schemas, prompts, pipelines."""

@@ -1,0 +1,1 @@
+"""SQL analysis and sandboxed execution: hardness, executor, metrics."""
