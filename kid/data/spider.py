@@ -1,0 +1,198 @@
+"""Readers for Spider-format text-to-SQL data (CONTRACT 1).
+
+One reader covers Spider, Spider-DK, Spider-Realistic (`question`, `query`), Spider-Syn
+(question under `SpiderSynQuestion`) and BIRD (`SQL`, `evidence`, `<split>_tables.json`,
+`<split>_databases/`). Bad records and missing databases never crash a run: they are
+collected as `Problem`s naming the file and record index, and the caller decides.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from kid.data import schema as schema_lib
+
+
+class DataError(ValueError):
+    """A data file that cannot be read, or a bad record under `strict=True`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    db_id: str
+    question: str
+    query: str
+    evidence: str = ""  # BIRD's external knowledge; empty elsewhere
+    source: str = ""  # file the record came from
+    index: int = -1  # position of the record in that file
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    source: str
+    index: int
+    kind: str  # "malformed" or "missing_database"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.index}]: {self.kind}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Examples of one split with the schemas and database folder they refer to."""
+
+    examples: tuple[Example, ...]
+    schemas: dict[str, schema_lib.Schema]
+    db_dir: str | None
+    problems: tuple[Problem, ...]
+
+    def db_path(self, db_id: str) -> str | None:
+        """The sqlite file of `db_id`, or None when it does not exist."""
+        if self.db_dir is None:
+            return None
+        path = os.path.join(self.db_dir, db_id, f"{db_id}.sqlite")
+        return path if os.path.exists(path) else None
+
+    @property
+    def missing_databases(self) -> dict[str, int]:
+        """{db_id: number of examples} for databases whose sqlite file is absent."""
+        counts = collections.Counter(
+            p.message.split()[0] for p in self.problems if p.kind == "missing_database"
+        )
+        return dict(counts)
+
+    def summary(self) -> str:
+        kinds = collections.Counter(p.kind for p in self.problems)
+        text = f"{len(self.examples)} examples, {len(self.schemas)} schemas"
+        if kinds["malformed"]:
+            text += f", {kinds['malformed']} malformed records skipped"
+        for db_id, n in sorted(self.missing_databases.items()):
+            text += f", {n} examples on missing database {db_id}"
+        return text
+
+
+_QUESTION_KEYS = ("SpiderSynQuestion", "question")
+_QUERY_KEYS = ("query", "SQL")
+
+
+def _first(record: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in record:
+            return record[key]
+    return None
+
+
+def parse_record(record: Any, source: str, index: int) -> Example:
+    """One json record -> Example; raises DataError naming `source[index]` and the field."""
+    where = f"{source}[{index}]"
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+    fields = {
+        "db_id": record.get("db_id"),
+        "question": _first(record, _QUESTION_KEYS),
+        "query": _first(record, _QUERY_KEYS),
+    }
+    for name, value in fields.items():
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: field {name!r} is missing or not a non-empty string")
+    evidence = record.get("evidence") or ""
+    if not isinstance(evidence, str):
+        raise DataError(f"{where}: field 'evidence' is not a string")
+    return Example(
+        db_id=fields["db_id"],
+        question=fields["question"].strip(),
+        query=fields["query"].strip(),
+        evidence=evidence.strip(),
+        source=source,
+        index=index,
+    )
+
+
+def read_examples(
+    path: str | os.PathLike[str], *, strict: bool = False
+) -> tuple[list[Example], list[Problem]]:
+    """Reads a Spider-format json file: (examples, malformed-record problems)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of examples")
+    examples, problems = [], []
+    for i, record in enumerate(records):
+        try:
+            examples.append(parse_record(record, path, i))
+        except DataError as e:
+            if strict:
+                raise
+            problems.append(Problem(path, i, "malformed", str(e).split(": ", 1)[1]))
+    return examples, problems
+
+
+def layout_for(split_file: str | os.PathLike[str]) -> tuple[str, str]:
+    """(tables.json, database folder) beside a split file, for Spider and BIRD layouts.
+
+    BIRD ships `dev.json` next to `dev_tables.json` and `dev_databases/`; Spider and its
+    variants use `tables.json` and `database/`.
+    """
+    split_file = os.fspath(split_file)
+    folder = os.path.dirname(split_file) or "."
+    split = os.path.splitext(os.path.basename(split_file))[0]
+    bird_tables = os.path.join(folder, f"{split}_tables.json")
+    if os.path.exists(bird_tables):
+        return bird_tables, os.path.join(folder, f"{split}_databases")
+    return os.path.join(folder, "tables.json"), os.path.join(folder, "database")
+
+
+def load_dataset(
+    split_file: str | os.PathLike[str],
+    *,
+    tables_file: str | os.PathLike[str] | None = None,
+    db_dir: str | os.PathLike[str] | None = None,
+    strict: bool = False,
+) -> Dataset:
+    """Loads a split with its schemas; missing databases are reported, never fatal.
+
+    Args:
+      split_file: a Spider-format json file (train_spider.json, dev.json, BIRD dev.json).
+      tables_file: tables.json; default: found beside split_file (see `layout_for`).
+      db_dir: folder of <db_id>/<db_id>.sqlite; default: found beside split_file.
+      strict: raise on the first malformed record instead of skipping and reporting it.
+    """
+    split_file = os.fspath(split_file)
+    default_tables, default_db_dir = layout_for(split_file)
+    tables_file = os.fspath(tables_file or default_tables)
+    db_dir = os.fspath(db_dir or default_db_dir)
+    examples, problems = read_examples(split_file, strict=strict)
+    tables = schema_lib.load_tables(tables_file) if os.path.exists(tables_file) else {}
+    present = {e.db_id for e in examples if os.path.exists(_db_file(db_dir, e.db_id))}
+    for e in examples:
+        if e.db_id not in present:
+            problems.append(
+                Problem(
+                    split_file,
+                    e.index,
+                    "missing_database",
+                    f"{e.db_id} ({_db_file(db_dir, e.db_id)} not found)",
+                )
+            )
+    # Examples on a database with neither schema nor file are reported as missing above.
+    known = {e.db_id for e in examples} & (set(tables) | present)
+    schemas = schema_lib.schemas_for(sorted(known), tables, db_dir)
+    return Dataset(
+        tuple(examples), schemas, db_dir if os.path.isdir(db_dir) else None, tuple(problems)
+    )
+
+
+def _db_file(db_dir: str, db_id: str) -> str:
+    return os.path.join(db_dir, db_id, f"{db_id}.sqlite")

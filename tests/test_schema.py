@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from kid.data import schema as schema_lib
+
+
+@pytest.fixture(scope="module")
+def tables(spider_dir):
+    return schema_lib.load_tables(spider_dir / "tables.json")
+
+
+def test_tables_json_fields(tables):
+    assert len(tables) == 166
+    s = tables["concert_singer"]
+    assert [t.original for t in s.tables] == ["stadium", "singer", "concert", "singer_in_concert"]
+    assert s.columns[0].original == "*" and s.columns[0].table == -1
+    assert s.qualified(1) == "stadium.Stadium_ID"
+    assert s.columns[1].name == "stadium id" and s.columns[1].type == "number"
+    assert [s.qualified(k) for k in s.primary_keys][:2] == [
+        "stadium.Stadium_ID",
+        "singer.Singer_ID",
+    ]
+    assert ("concert.Stadium_ID", "stadium.Stadium_ID") in {
+        (s.qualified(a), s.qualified(b)) for a, b in s.foreign_keys
+    }
+
+
+@pytest.mark.parametrize("db_id", ["concert_singer", "pets_1", "car_1", "world_1"])
+def test_sqlite_fallback_agrees_with_tables_json(spider_dir, tables, db_id):
+    expected = tables[db_id]
+    found = schema_lib.schema_from_sqlite(spider_dir / "database" / db_id / f"{db_id}.sqlite")
+    assert found.db_id == db_id
+    assert found.lowercase_names() == expected.lowercase_names()
+    # tables.json lists one key column where sqlite may declare a composite key.
+    pk = {found.qualified(k).lower() for k in found.primary_keys}
+    assert {expected.qualified(k).lower() for k in expected.primary_keys} <= pk
+
+    def fk(s):
+        return {(s.qualified(a).lower(), s.qualified(b).lower()) for a, b in s.foreign_keys}
+
+    assert fk(found) == fk(expected)
+
+
+def test_bad_entry_names_the_field(tmp_path):
+    path = tmp_path / "tables.json"
+    path.write_text(json.dumps([{"db_id": "x", "table_names": []}]))
+    with pytest.raises(schema_lib.SchemaError, match=r"tables\.json\[0\].*'table_names_original'"):
+        schema_lib.load_tables(path)
+
+
+def test_missing_sqlite_file(tmp_path):
+    with pytest.raises(schema_lib.SchemaError, match="not found"):
+        schema_lib.schema_from_sqlite(tmp_path / "nope.sqlite")
