@@ -1,0 +1,143 @@
+"""Writes the whole benchmark (CONTRACT 2) into a folder, atomically.
+
+Everything is built in a temporary sibling folder and renamed into place at the end,
+so a crash leaves either the previous benchmark or the new one, never half of one.
+Every random choice flows from `seed` through named `random.Random` streams (string
+seeds hash the same in every process), and sqlite files are written with
+`VACUUM INTO`: the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from kid.data import schema as schema_lib
+from kid.data.synth import constructs, database, domains, grammar, splits
+
+MANIFEST = "synth.json"
+HELD_OUT_SHARE = 0.15  # of each dev split, at least, uses a construct pair held out of train
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    train: int = 6000
+    dev: int = 600
+    dev_in_domain: int = 600
+
+    @classmethod
+    def parse(cls, text: str) -> Sizes:
+        """ "TRAIN,DEV,DEV_IN_DOMAIN", e.g. "6000,600,600"."""
+        parts = text.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(
+                f"--size wants three positive integers TRAIN,DEV,DEV_IN_DOMAIN, got {text!r}"
+            )
+        return cls(*(int(p) for p in parts))
+
+
+def _dump_json(value: Any, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def _stream(seed: int, *names: object) -> random.Random:
+    return random.Random("/".join(map(str, (seed, *names))))
+
+
+def _databases(
+    folder: str, seed: int, domain_list: Sequence[domains.Domain], ts_copies: int
+) -> list[grammar.Context]:
+    """Writes database/ and database_ts/ for the domains; contexts on the main copies."""
+    contexts = []
+    for d in domain_list:
+        conn = database.connect(d, database.populate(d, _stream(seed, "db", d.db_id)))
+        database.write(conn, os.path.join(folder, "database", d.db_id, f"{d.db_id}.sqlite"))
+        for k in range(1, ts_copies + 1):
+            rows = database.populate(d, _stream(seed, "ts", d.db_id, k))
+            copy = database.connect(d, rows)
+            database.write(
+                copy, os.path.join(folder, "database_ts", d.db_id, f"{d.db_id}_{k}.sqlite")
+            )
+            copy.close()
+        contexts.append(grammar.Context(d, conn))
+    return contexts
+
+
+def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> None:
+    train_domains, dev_domains = domains.TRAIN_DOMAINS, domains.DEV_DOMAINS
+    all_domains = train_domains + dev_domains
+    entries = [database.tables_entry(d) for d in all_domains]
+    names = {e["db_id"]: schema_lib.schema_from_json(e).lowercase_names() for e in entries}
+    contexts = _databases(folder, seed, all_domains, ts_copies)
+    train_ctx, dev_ctx = contexts[: len(train_domains)], contexts[len(train_domains) :]
+    seen = splits.Seen()
+    plan = (
+        ("train.json", train_ctx, sizes.train, None),
+        ("dev_in_domain.json", train_ctx, sizes.dev_in_domain, HELD_OUT_SHARE),
+        ("dev.json", dev_ctx, sizes.dev, HELD_OUT_SHARE),
+    )
+    for filename, ctxs, n, held_out_share in plan:
+        rng = _stream(seed, "split", filename)
+        records = splits.generate(rng, ctxs, names, n, seen, held_out_share)
+        _dump_json(records, os.path.join(folder, filename))
+    for ctx in contexts:
+        ctx.conn.close()
+    _dump_json(entries, os.path.join(folder, "tables.json"))
+    manifest = {
+        "generator": "kid.data.synth",
+        "seed": seed,
+        "sizes": dataclasses.asdict(sizes),
+        "ts_copies": ts_copies,
+        "train_databases": [d.db_id for d in train_domains],
+        "dev_databases": [d.db_id for d in dev_domains],
+        "held_out_of_train": [list(pair) for pair in constructs.HELD_OUT],
+        "held_out_share_in_dev": HELD_OUT_SHARE,
+        "hardness_mix": splits.SPIDER_DEV_MIX,
+    }
+    _dump_json(manifest, os.path.join(folder, MANIFEST))
+
+
+def _replaceable(path: str) -> bool:
+    """Only an empty folder or an earlier benchmark may be replaced."""
+    return not os.listdir(path) or os.path.exists(os.path.join(path, MANIFEST))
+
+
+def generate(
+    out: str | os.PathLike[str], seed: int = 0, sizes: Sizes | None = None, ts_copies: int = 3
+) -> None:
+    """Writes the benchmark to `out` (replacing an earlier benchmark there).
+
+    Args:
+      out: the folder to write; it may hold an earlier benchmark, nothing else.
+      seed: fixes every file, byte for byte.
+      sizes: examples per split (default 6000 train, 600 dev, 600 dev_in_domain).
+      ts_copies: test-suite copies of each database, in database_ts/<db_id>/.
+    """
+    sizes = sizes or Sizes()
+    out = os.path.abspath(os.fspath(out))
+    if os.path.exists(out) and not (os.path.isdir(out) and _replaceable(out)):
+        raise FileExistsError(f"{out}: exists and is not a benchmark written by kid.data.synth")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        _write_benchmark(staging, seed, sizes, ts_copies)
+        os.chmod(staging, 0o755)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
+            os.rename(out, os.path.join(old, "benchmark"))
+            os.rename(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

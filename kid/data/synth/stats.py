@@ -1,0 +1,130 @@
+"""Statistics of a Spider-format benchmark folder: what the README's main command prints.
+
+Everything is recomputed from the files (split json, tables.json, sqlite), not taken
+from the generator, so the numbers also hold for a benchmark copied elsewhere, and for
+real Spider folders laid out the same way.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sqlite3
+from typing import Any
+
+from kid.data import schema as schema_lib
+from kid.data import spider
+from kid.data.synth import constructs
+from kid.sql import hardness, spider_parse
+
+SPLITS = ("train", "dev_in_domain", "dev")
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
+    tables, rows, copies = [], [], []
+    for db_id, schema in schemas.items():
+        tables.append(len(schema.tables))
+        conn = _connect_read_only(os.path.join(folder, "database", db_id, f"{db_id}.sqlite"))
+        for t in schema.tables:
+            rows.append(conn.execute(f"SELECT count(*) FROM {t.original}").fetchone()[0])
+        conn.close()
+        ts_dir = os.path.join(folder, "database_ts", db_id)
+        copies.append(len(os.listdir(ts_dir)) if os.path.isdir(ts_dir) else 0)
+    return {
+        "databases": len(schemas),
+        "tables": (min(tables), max(tables)),
+        "rows": (min(rows), max(rows)),
+        "ts_copies": (min(copies), max(copies)),
+    }
+
+
+def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
+    examples, _ = spider.read_examples(os.path.join(folder, f"{split}.json"), strict=True)
+    levels, tags, held = collections.Counter(), collections.Counter(), collections.Counter()
+    empty = errors = 0
+    connections: dict[str, sqlite3.Connection] = {}
+    names = {db_id: schemas[db_id].lowercase_names() for db_id in {e.db_id for e in examples}}
+    for e in examples:
+        parsed = spider_parse.parse(e.query, names[e.db_id])
+        levels[hardness.level(parsed)] += 1
+        query_tags = constructs.constructs(parsed)
+        tags.update(query_tags)
+        held.update("+".join(pair) for pair in constructs.held_out(query_tags))
+        if e.db_id not in connections:
+            path = os.path.join(folder, "database", e.db_id, f"{e.db_id}.sqlite")
+            connections[e.db_id] = _connect_read_only(path)
+        try:
+            rows = connections[e.db_id].execute(e.query).fetchall()
+            empty += not any(v is not None for row in rows for v in row)
+        except sqlite3.Error:
+            errors += 1
+    for conn in connections.values():
+        conn.close()
+    n = len(examples)
+    return {
+        "examples": n,
+        "databases": len({e.db_id for e in examples}),
+        "hardness": {level: levels[level] / n for level in hardness.LEVELS},
+        "constructs": {tag: count / n for tag, count in sorted(tags.items())},
+        "held_out": dict(sorted(held.items())),
+        "empty_rate": empty / n,
+        "exec_errors": errors,
+        "duplicate_questions": n - len({(e.db_id, e.question) for e in examples}),
+        "question_words": sum(len(e.question.split()) for e in examples) / n,
+    }
+
+
+def describe(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Sizes, hardness mix, construct shares, empty-result rate per split; database sizes."""
+    folder = os.fspath(folder)
+    schemas = schema_lib.load_tables(os.path.join(folder, "tables.json"))
+    splits = {
+        s: _split_stats(folder, s, schemas)
+        for s in SPLITS
+        if os.path.exists(os.path.join(folder, f"{s}.json"))
+    }
+    return {"databases": _database_stats(folder, schemas), "splits": splits}
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:5.1f}%"
+
+
+def format_stats(stats: dict[str, Any], generation_s: float | None = None) -> str:
+    """A plain-text report of `describe`'s numbers."""
+    db = stats["databases"]
+    lines = [
+        f"databases: {db['databases']}, {db['tables'][0]}-{db['tables'][1]} tables each, "
+        f"{db['rows'][0]}-{db['rows'][1]} rows per table, "
+        f"{db['ts_copies'][0]}-{db['ts_copies'][1]} test-suite copies each",
+        "",
+        f"{'split':<14}{'n':>6}{'dbs':>5}" + "".join(f"{lv:>8}" for lv in hardness.LEVELS)
+        + f"{'empty':>8}{'errors':>8}{'dup q':>7}{'words':>7}",
+    ]  # fmt: skip
+    splits = stats["splits"]
+    for name, s in splits.items():
+        lines.append(
+            f"{name:<14}{s['examples']:>6}{s['databases']:>5}"
+            + "".join(f"{_percent(s['hardness'][lv]):>8}" for lv in hardness.LEVELS)
+            + f"{_percent(s['empty_rate']):>8}{s['exec_errors']:>8}"
+            + f"{s['duplicate_questions']:>7}{s['question_words']:>7.1f}"
+        )
+    tags = sorted({t for s in splits.values() for t in s["constructs"]})
+    lines += ["", "constructs (share of queries using each):"]
+    lines.append(f"{'':<16}" + "".join(f"{name:>14}" for name in splits))
+    for tag in tags:
+        row = "".join(f"{_percent(s['constructs'].get(tag, 0.0)):>14}" for s in splits.values())
+        lines.append(f"{tag:<16}{row}")
+    lines += ["", "held-out construct pairs (never in train):"]
+    for pair in constructs.HELD_OUT:
+        key = "+".join(pair)
+        lines.append(
+            f"{key:<16}" + "".join(f"{s['held_out'].get(key, 0):>14}" for s in splits.values())
+        )
+    if generation_s is not None:
+        lines += ["", f"generation time: {generation_s:.1f} s"]
+    return "\n".join(lines)
