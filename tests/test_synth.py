@@ -328,6 +328,13 @@ def test_describe_recomputes_the_numbers(bench, data):
     assert "dev_in_domain" in text and "generation time: 1.5 s" in text
 
 
+def test_describe_reads_real_spider_too(spider_dir):
+    report = stats.describe(spider_dir)["splits"]["dev"]
+    assert report["examples"] == 1034 and report["exec_errors"] == 0
+    assert round(report["hardness"]["easy"] * 1034) == 248
+    assert round(report["hardness"]["extra"] * 1034) == 166
+
+
 # --- determinism and atomic output ---------------------------------------------------------------
 
 

@@ -24,18 +24,25 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def _db_path(folder: str, db_id: str) -> str:
+    return os.path.join(folder, "database", db_id, f"{db_id}.sqlite")
+
+
 def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
     tables, rows, copies = [], [], []
     for db_id, schema in schemas.items():
+        if not os.path.exists(_db_path(folder, db_id)):
+            continue
         tables.append(len(schema.tables))
-        conn = _connect_read_only(os.path.join(folder, "database", db_id, f"{db_id}.sqlite"))
+        conn = _connect_read_only(_db_path(folder, db_id))
         for t in schema.tables:
-            rows.append(conn.execute(f"SELECT count(*) FROM {t.original}").fetchone()[0])
+            name = t.original.replace('"', '""')
+            rows.append(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
         conn.close()
         ts_dir = os.path.join(folder, "database_ts", db_id)
         copies.append(len(os.listdir(ts_dir)) if os.path.isdir(ts_dir) else 0)
     return {
-        "databases": len(schemas),
+        "databases": len(tables),
         "tables": (min(tables), max(tables)),
         "rows": (min(rows), max(rows)),
         "ts_copies": (min(copies), max(copies)),
@@ -45,7 +52,7 @@ def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[
 def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
     examples, _ = spider.read_examples(os.path.join(folder, f"{split}.json"), strict=True)
     levels, tags, held = collections.Counter(), collections.Counter(), collections.Counter()
-    empty = errors = 0
+    empty = errors = missing = 0
     connections: dict[str, sqlite3.Connection] = {}
     names = {db_id: schemas[db_id].lowercase_names() for db_id in {e.db_id for e in examples}}
     for e in examples:
@@ -55,8 +62,10 @@ def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema])
         tags.update(query_tags)
         held.update("+".join(pair) for pair in constructs.held_out(query_tags))
         if e.db_id not in connections:
-            path = os.path.join(folder, "database", e.db_id, f"{e.db_id}.sqlite")
-            connections[e.db_id] = _connect_read_only(path)
+            if not os.path.exists(_db_path(folder, e.db_id)):
+                missing += 1
+                continue
+            connections[e.db_id] = _connect_read_only(_db_path(folder, e.db_id))
         try:
             rows = connections[e.db_id].execute(e.query).fetchall()
             empty += not any(v is not None for row in rows for v in row)
@@ -71,8 +80,9 @@ def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema])
         "hardness": {level: levels[level] / n for level in hardness.LEVELS},
         "constructs": {tag: count / n for tag, count in sorted(tags.items())},
         "held_out": dict(sorted(held.items())),
-        "empty_rate": empty / n,
+        "empty_rate": empty / max(1, n - missing - errors),
         "exec_errors": errors,
+        "missing_database": missing,
         "duplicate_questions": n - len({(e.db_id, e.question) for e in examples}),
         "question_words": sum(len(e.question.split()) for e in examples) / n,
     }
@@ -103,14 +113,14 @@ def format_stats(stats: dict[str, Any], generation_s: float | None = None) -> st
         f"{db['ts_copies'][0]}-{db['ts_copies'][1]} test-suite copies each",
         "",
         f"{'split':<14}{'n':>6}{'dbs':>5}" + "".join(f"{lv:>8}" for lv in hardness.LEVELS)
-        + f"{'empty':>8}{'errors':>8}{'dup q':>7}{'words':>7}",
+        + f"{'empty':>8}{'errors':>8}{'no db':>7}{'dup q':>7}{'words':>7}",
     ]  # fmt: skip
     splits = stats["splits"]
     for name, s in splits.items():
         lines.append(
             f"{name:<14}{s['examples']:>6}{s['databases']:>5}"
             + "".join(f"{_percent(s['hardness'][lv]):>8}" for lv in hardness.LEVELS)
-            + f"{_percent(s['empty_rate']):>8}{s['exec_errors']:>8}"
+            + f"{_percent(s['empty_rate']):>8}{s['exec_errors']:>8}{s['missing_database']:>7}"
             + f"{s['duplicate_questions']:>7}{s['question_words']:>7.1f}"
         )
     tags = sorted({t for s in splits.values() for t in s["constructs"]})
@@ -119,7 +129,7 @@ def format_stats(stats: dict[str, Any], generation_s: float | None = None) -> st
     for tag in tags:
         row = "".join(f"{_percent(s['constructs'].get(tag, 0.0)):>14}" for s in splits.values())
         lines.append(f"{tag:<16}{row}")
-    lines += ["", "held-out construct pairs (never in train):"]
+    lines += ["", "construct pairs held out of the synthetic train split:"]
     for pair in constructs.HELD_OUT:
         key = "+".join(pair)
         lines.append(
