@@ -20,6 +20,7 @@ import concurrent.futures
 import dataclasses
 import glob
 import os
+import threading
 from collections.abc import Mapping, Sequence
 
 import tqdm
@@ -28,6 +29,9 @@ from kid.data import schema as schema_lib
 from kid.sql import exact_match, exec_match, hardness, spider_parse
 from kid.sql.executor import Executor, Result
 
+# spider_parse tokenizes with one shared sqlglot Tokenizer, which is not thread-safe:
+# scorers in different threads (e.g. `submit` beside `score`) parse one at a time.
+_PARSE_LOCK = threading.Lock()
 METRICS = ("spider", "bird")
 ETYPES = ("exec", "match", "all")
 LEVELS = (*hardness.LEVELS, "unknown")  # unknown: gold outside Spider's grammar
@@ -184,16 +188,18 @@ class Scorer:
             raise ValueError(f"{len(golds)} gold queries but {len(preds)} predictions")
         execution = self.etype != "match"
         exec_outcome, ts_outcome = self._execute(golds, preds, progress) if execution else ({}, {})
-        matches = self._exact_matches(golds, preds)
+        with _PARSE_LOCK:
+            matches = self._exact_matches(golds, preds)
+            levels = [_hardness(gold) for gold, _ in golds]
         verdicts = []
-        for i, (gold, db_id) in enumerate(golds):
+        for i, (_, db_id) in enumerate(golds):
             verdict, error = exec_outcome.get(i, (None, None))
             ts = ts_outcome.get(i)  # None: no test-suite database for this db_id
             verdicts.append(
                 Verdict(
                     idx=i,
                     db_id=db_id,
-                    hardness=_hardness(gold),
+                    hardness=levels[i],
                     exec=verdict,
                     match=matches[i],
                     ts=None if ts is None else int(all(ts)),
