@@ -19,6 +19,16 @@ from kid.data import schema as schema_lib
 from kid.sql import report, scoring, sql_files
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m kid.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--gold", required=True, help="file of `SQL<TAB>db_id` lines")
@@ -29,8 +39,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metric", choices=scoring.METRICS, default="spider")
     p.add_argument("--ts-dir", help="test-suite folder of <db_id>/*.sqlite")
     p.add_argument("--per-example", help="write one JSON verdict per example here")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per query")
-    p.add_argument("--workers", type=int, default=2, help="executor processes")
+    p.add_argument("--timeout", type=_positive(float), default=30.0, help="seconds per query")
+    p.add_argument("--workers", type=_positive(int), default=2, help="executor processes")
     p.add_argument(
         "--keep-distinct", action="store_true", help="Spider EX: keep DISTINCT in both queries"
     )

@@ -200,3 +200,15 @@ def test_workers_started_from_a_jax_process_load_no_jax(db):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["True", "False"], out.stderr  # the parent has jax mapped
+
+
+def test_kid_sql_imports_no_jax():
+    script = (
+        "import sys, kid.sql.executor, kid.sql.scoring, kid.sql.report, kid.sql.sql_files\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -10,7 +10,8 @@ import pytest
 from kid import evaluate
 from kid.data import schema as schema_lib
 from kid.sql import report, sql_files
-from kid.sql.scoring import Scorer, Verdict
+from kid.sql.executor import Result
+from kid.sql.scoring import GoldCache, Scorer, Verdict
 
 FIELDS = {"idx", "db_id", "hardness", "exec", "match", "ts", "error"}
 
@@ -188,3 +189,21 @@ def test_read_predictions_keeps_empty_lines(tmp_path):
     path = tmp_path / "pred.sql"
     path.write_text("SELECT 1\tdb\n\n  SELECT 2  \n")
     assert sql_files.read_predictions(path) == ["SELECT 1", "", "SELECT 2"]
+
+
+def test_schemas_come_from_sqlite_when_not_in_tables(spider_dir, schemas):
+    partial = {k: v for k, v in schemas.items() if k != "concert_singer"}
+    golds = [("SELECT name FROM singer", "concert_singer")]
+    with Scorer(spider_dir / "database", schemas=partial, etype="match") as s:
+        assert s.score(golds, ["SELECT name FROM singer"])[0].match == 1
+        with pytest.raises(schema_lib.SchemaError, match="no_such_db"):
+            s.score([("SELECT 1", "no_such_db")], ["SELECT 1"])
+
+
+def test_gold_cache_is_bounded_and_skips_timeouts():
+    cache = GoldCache(max_bytes=100)
+    cache.put(("a",), Result([(1,)], nbytes=60))
+    cache.put(("b",), Result([(2,)], nbytes=60))  # evicts a
+    cache.put(("c",), Result(None, "timeout", "slow"))
+    assert cache.get(("a",)) is None and cache.get(("b",)).rows == [(2,)]
+    assert cache.get(("c",)) is None and len(cache) == 1

@@ -1,4 +1,4 @@
-"""Per-example verdicts (EX, TS, EM, hardness) for predicted SQL, and their summary.
+"""Per-example verdicts (EX, TS, EM, hardness) for predicted SQL.
 
 `Scorer` owns an executor pool and a cache of gold results; `score` is synchronous
 (the `python -m kid.evaluate` CLI) and `submit` returns a future, so a trainer can
@@ -71,7 +71,8 @@ class GoldCache:
         return result
 
     def put(self, key: tuple, result: Result) -> None:
-        if key in self._entries or result.nbytes > self.max_bytes:
+        """Keeps a result, unless it is a timeout (which a less busy machine might avoid)."""
+        if key in self._entries or result.error == "timeout" or result.nbytes > self.max_bytes:
             return
         self._entries[key] = result
         self._bytes += result.nbytes
@@ -158,6 +159,7 @@ class Scorer:
             Executor(workers, timeout=timeout, **executor_options) if etype != "match" else None
         )
         self._background = concurrent.futures.ThreadPoolExecutor(1, "kid-scorer")
+        self._lock = threading.Lock()  # one scoring at a time: pool, cache, schemas
 
     def close(self) -> None:
         self._background.shutdown(wait=True)
@@ -186,11 +188,16 @@ class Scorer:
         """Verdicts for `preds[i]` against `golds[i] = (gold SQL, db_id)`."""
         if len(golds) != len(preds):
             raise ValueError(f"{len(golds)} gold queries but {len(preds)} predictions")
-        execution = self.etype != "match"
-        exec_outcome, ts_outcome = self._execute(golds, preds, progress) if execution else ({}, {})
-        with _PARSE_LOCK:
-            matches = self._exact_matches(golds, preds)
-            levels = [_hardness(gold) for gold, _ in golds]
+        with self._lock:
+            self._add_schemas({db_id for _, db_id in golds})
+            databases = {db_id: self._databases(db_id) for _, db_id in golds}
+            if self.etype == "match":
+                exec_outcome, ts_outcome = {}, {}
+            else:
+                exec_outcome, ts_outcome = self._execute(golds, preds, databases, progress)
+            with _PARSE_LOCK:
+                matches = self._exact_matches(golds, preds)
+                levels = [_hardness(gold) for gold, _ in golds]
         verdicts = []
         for i, (_, db_id) in enumerate(golds):
             verdict, error = exec_outcome.get(i, (None, None))
@@ -211,24 +218,31 @@ class Scorer:
     def db_path(self, db_id: str) -> str:
         return os.path.join(self.db_dir, db_id, f"{db_id}.sqlite")
 
-    def _ts_paths(self, db_id: str) -> list[str]:
+    def _databases(self, db_id: str) -> tuple[str | None, list[str]]:
+        """(main database or None when missing, test-suite databases) of a db_id."""
+        main = self.db_path(db_id)
         if self.ts_dir is None:
-            return []
-        folder = os.path.join(glob.escape(self.ts_dir), glob.escape(db_id))
-        return sorted(glob.glob(os.path.join(folder, "*.sqlite")))
+            suite = []
+        else:
+            folder = os.path.join(glob.escape(self.ts_dir), glob.escape(db_id))
+            suite = sorted(glob.glob(os.path.join(folder, "*.sqlite")))
+        return (main if os.path.isfile(main) else None), suite
+
+    def _add_schemas(self, db_ids: set[str]) -> None:
+        """Reads schemas missing from the tables file from their sqlite files."""
+        if self._schemas is None:
+            return
+        missing = sorted(db_ids - set(self._schemas))
+        unreadable = [d for d in missing if not os.path.isfile(self.db_path(d))]
+        if unreadable:
+            raise schema_lib.SchemaError(
+                f"no schema for databases {unreadable}: not in the tables file and no sqlite file"
+            )
+        self._schemas.update(schema_lib.schemas_for(missing, {}, self.db_dir))
 
     def _exact_matches(self, golds, preds) -> list[int | None]:
         if self._schemas is None:
             return [None] * len(golds)
-        missing = sorted({db_id for _, db_id in golds} - set(self._schemas))
-        if missing:
-            found = {d for d in missing if os.path.exists(self.db_path(d))}
-            if found != set(missing):
-                raise schema_lib.SchemaError(
-                    f"no schema for databases {sorted(set(missing) - found)}: "
-                    "not in the tables file and no sqlite file"
-                )
-            self._schemas.update(schema_lib.schemas_for(missing, {}, self.db_dir))
         out: list[int | None] = []
         for (gold, db_id), pred in zip(golds, preds, strict=True):
             try:
@@ -237,7 +251,7 @@ class Scorer:
                 out.append(0)  # gold outside Spider's grammar: cannot be matched
         return out
 
-    def _tasks(self, golds, preds) -> list[_Task]:
+    def _tasks(self, golds, preds, databases) -> list[_Task]:
         tasks = []
         for i, ((gold, db_id), pred) in enumerate(zip(golds, preds, strict=True)):
             if self.metric == "spider":
@@ -246,15 +260,14 @@ class Scorer:
                 )
             else:
                 gold_sql, pred_sql, order_matters = gold, pred, False
-            main = self.db_path(db_id)
-            paths = [(main, False)] if os.path.isfile(main) else []
-            paths += [(p, True) for p in self._ts_paths(db_id)]
+            main, suite = databases[db_id]
+            paths = ([(main, False)] if main else []) + [(p, True) for p in suite]
             tasks += [_Task(i, p, gold_sql, pred_sql, order_matters, ts) for p, ts in paths]
         return tasks
 
-    def _execute(self, golds, preds, progress: bool) -> tuple[dict, dict]:
+    def _execute(self, golds, preds, databases, progress: bool) -> tuple[dict, dict]:
         """{example: (exec, error)} and {example: [TS verdict per test-suite database]}."""
-        tasks = self._tasks(golds, preds)
+        tasks = self._tasks(golds, preds, databases)
         gold_results: dict[tuple[str, str], Result] = {}
         jobs: list[tuple[str, str]] = []
         gold_keys: list[tuple] = []  # cache key of gold job j, for j < len(gold_keys)
@@ -273,7 +286,7 @@ class Scorer:
         exec_outcome: dict[int, tuple[int | None, str | None]] = {
             i: (None, "missing_database")
             for i, (_, db_id) in enumerate(golds)
-            if not os.path.isfile(self.db_path(db_id))
+            if databases[db_id][0] is None
         }
         ts_outcome: dict[int, list[int]] = {t.example: [] for t in tasks if t.is_ts}
         waiting: dict[tuple[str, str], list[tuple[_Task, Result]]] = collections.defaultdict(list)
