@@ -12,6 +12,12 @@ Spider (default semantics of the test-suite evaluator, `exec_eval.eval_exec_matc
      (lower-cased substring test, as the evaluator does), allowing any permutation of
      the columns; values compare as Python values (1 == 1.0, text decoded leniently).
 BIRD: the results are equal as sets of rows; queries run as written.
+
+Where kid departs from the official scripts (whose behaviour there is an accident):
+a string of several statements is `forbidden` and scores 0 (the test-suite script's
+default path silently runs only the first statement, and with --keep_distinct fails);
+an empty prediction is a `syntax` error (the official scripts misread or crash on it);
+BIRD text is decoded leniently as in Spider (BIRD's script fails on invalid UTF-8).
 """
 
 from __future__ import annotations

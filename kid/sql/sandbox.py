@@ -7,7 +7,9 @@ library: never jax, never the caller's `__main__`. Every query meets these guard
 - the database is opened through a `mode=ro` URI (plus `immutable=1` for a rollback-
   journal database with no journal or WAL file beside it, so sqlite takes no locks and
   creates no side files), with `query_only`, in-memory temp storage and no ATTACH slots;
-- an authorizer allows only SELECT, READ, FUNCTION and recursive CTEs, and denies
+- a statement that starts with a write or admin keyword (DROP, DELETE, PRAGMA, ...) is
+  refused before sqlite sees it, and an authorizer allows only SELECT, READ, FUNCTION
+  and recursive CTEs, and denies
   `load_extension` and `fts3_tokenizer`: DDL, DML, ATTACH, VACUUM, PRAGMA, transactions,
   ANALYZE and REINDEX fail as `forbidden`;
 - exactly one statement runs: text after the first statement (other than comments and
@@ -33,8 +35,9 @@ from multiprocessing.connection import Connection
 READY = ("ready",)  # sent once at start, before any answer
 ERRORS = ("syntax", "runtime", "timeout", "forbidden", "missing_database", "result_too_large")
 
+_SQLITE_RECURSIVE = 33  # named in the sqlite3 module only from Python 3.11
 _ALLOWED_ACTIONS = frozenset(
-    (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE)
+    (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, _SQLITE_RECURSIVE)
 )
 _DENIED_FUNCTIONS = frozenset(("load_extension", "fts3_tokenizer"))
 # Statements that never read: refused before sqlite sees them (the authorizer would only
@@ -98,8 +101,9 @@ def open_readonly(path: str) -> tuple[sqlite3.Connection, _Guard]:
     conn.execute("PRAGMA query_only = ON")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA trusted_schema = OFF")
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+    if hasattr(conn, "setlimit"):  # Python >= 3.11
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
     conn.text_factory = _decode
     guard = _Guard()
     conn.set_authorizer(guard.authorize)
