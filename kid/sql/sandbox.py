@@ -8,10 +8,9 @@ library: never jax, never the caller's `__main__`. Every query meets these guard
   journal database with no journal or WAL file beside it, so sqlite takes no locks and
   creates no side files), with `query_only`, in-memory temp storage and no ATTACH slots;
 - a statement that starts with a write or admin keyword (DROP, DELETE, PRAGMA, ...) is
-  refused before sqlite sees it, and an authorizer allows only SELECT, READ, FUNCTION
-  and recursive CTEs, and denies
-  `load_extension` and `fts3_tokenizer`: DDL, DML, ATTACH, VACUUM, PRAGMA, transactions,
-  ANALYZE and REINDEX fail as `forbidden`;
+  refused before sqlite sees it; an authorizer allows only SELECT, READ, FUNCTION and
+  recursive CTEs, and denies `load_extension` and `fts3_tokenizer`: DDL, DML, ATTACH,
+  VACUUM, PRAGMA, transactions, ANALYZE and REINDEX fail as `forbidden`;
 - exactly one statement runs: text after the first statement (other than comments and
   trailing semicolons) makes the whole string `forbidden`, and nothing of it runs;
   an empty statement is a `syntax` error;
