@@ -29,9 +29,6 @@ from kid.data import schema as schema_lib
 from kid.sql import exact_match, exec_match, hardness, spider_parse
 from kid.sql.executor import Executor, Result
 
-# spider_parse tokenizes with one shared sqlglot Tokenizer, which is not thread-safe:
-# scorers in different threads (e.g. `submit` beside `score`) parse one at a time.
-_PARSE_LOCK = threading.Lock()
 METRICS = ("spider", "bird")
 ETYPES = ("exec", "match", "all")
 LEVELS = (*hardness.LEVELS, "unknown")  # unknown: gold outside Spider's grammar
@@ -195,9 +192,8 @@ class Scorer:
                 exec_outcome, ts_outcome = {}, {}
             else:
                 exec_outcome, ts_outcome = self._execute(golds, preds, databases, progress)
-            with _PARSE_LOCK:
-                matches = self._exact_matches(golds, preds)
-                levels = [_hardness(gold) for gold, _ in golds]
+            matches = self._exact_matches(golds, preds)
+            levels = [_hardness(gold) for gold, _ in golds]
         verdicts = []
         for i, (_, db_id) in enumerate(golds):
             verdict, error = exec_outcome.get(i, (None, None))
