@@ -25,7 +25,7 @@ from sqlglot import exp
 from kid.data import schema as schema_lib
 from kid.data import spider
 from kid.data.synth import build, constructs, database, domains, query, splits, stats
-from kid.sql import exact_match, hardness, spider_parse
+from kid.sql import exact_match, hardness, scoring, spider_parse
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "dev_in_domain")
@@ -121,6 +121,7 @@ def test_databases_have_distinct_domains_keys_and_plausible_sizes(bench, schemas
     for db_id, schema in schemas.items():
         assert 2 <= len(schema.tables) <= 5, db_id
         assert schema.primary_keys and schema.foreign_keys, db_id
+        assert not [c for c in schema.columns if "value" in c.original]  # Spider rewrites it
         conn = _db(bench, db_id)
         for t in schema.tables:
             n = conn.execute(f"SELECT count(*) FROM {t.original}").fetchone()[0]
@@ -188,6 +189,21 @@ def test_every_gold_executes_and_most_are_non_empty(bench, data, split):
         rows = conn.execute(r["query"]).fetchall()
         empty += not rows or all(v is None for row in rows for v in row)
     assert empty / len(data[split]) <= 0.1
+
+
+def test_gold_scores_perfectly_with_the_evaluator(bench, data, schemas):
+    """CONTRACT 3 on CONTRACT 2: gold against itself is EX = TS = EM = 1 (Spider semantics,
+    `value` rewrite included), on database/ and every database_ts/ copy."""
+    records = data["dev"] + data["dev_in_domain"]
+    golds = [(r["query"], r["db_id"]) for r in records]
+    with scoring.Scorer(bench / "database", schemas=schemas, ts_dir=bench / "database_ts") as s:
+        verdicts = s.score(golds, [q for q, _ in golds])
+    wrong = [
+        (v.exec, v.ts, v.match, v.error, g)
+        for v, g in zip(verdicts, golds, strict=True)
+        if (v.exec, v.ts, v.match) != (1, 1, 1)
+    ]
+    assert wrong == []
 
 
 def test_gold_parses_against_the_schema_and_exact_matches_itself(data, parsed, schemas):

@@ -1,6 +1,7 @@
 """The databases of the synthetic benchmark: schemas, value generators, and their words.
 
-Each domain is a small relational schema (2-5 tables, primary and foreign keys) with,
+No column name contains "value": Spider's evaluator replaces that word by 1 in every
+prediction before running it. Each domain is a small relational schema (2-5 tables, primary and foreign keys) with,
 per column, a value generator and the words a question may use for it (synonyms, and
 phrases such as "older than {v}" for comparisons). Column names are short so the
 T5-style prompt of a whole database stays small. Train and dev use disjoint domains,
@@ -682,7 +683,7 @@ MUSEUM = Domain(
                 has_no=("holding no", "without")),
              year("year", 1450, 2020, ("year", "year painted"), more=("painted after {v}",),
                   less=("painted before {v}",)),
-             num("value", 1000, 90000000, ("value", "estimated value", "worth"), sum_ok=True,
+             num("worth", 1000, 90000000, ("value", "estimated value", "worth"), sum_ok=True,
                  most="most valuable", least="least valuable")),
             (100, 450),
         ),
