@@ -69,17 +69,41 @@ def test_batches_hold_the_prompts_and_targets(dev, tok):
         assert batch["loss_mask"][row].sum() == len(target)
 
 
-def test_shapes_come_from_the_buckets(dev, tok):
-    batches = _build(dev, tok, train=True, num_epochs=1)
-    shapes = set()
+def _steps_per_epoch(dev, tok, **overrides):
+    config = _config(**overrides)
+    _, split = pipeline.build(config, dev, tok, train=True, process_index=0, process_count=1)
+    options = pipeline.batch_options(config, tok, train=True)
+    groups = pipeline.length_groups(split, options, by_length=config.group_by_length)
+    return sum(len(g) // config.batch_size for g in groups), groups, split
+
+
+def test_length_groups_partition_the_split(dev, tok):
+    steps, groups, split = _steps_per_epoch(dev, tok)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(100))
+    assert len(groups) > 1 and all(len(g) >= 8 for g in groups)
+    widths = [max(len(split.prompts[i]) for i in g) for g in groups]
+    assert widths == sorted(widths)  # shorter prompts in earlier groups
+    assert 100 - 8 * len(groups) < steps * 8 <= 100  # each group drops less than a batch
+
+
+def _bucket_widths(dev, tok, grouped):
+    """Prompt widths of one epoch's batches, checking each is its longest prompt's bucket."""
+    batches = _build(dev, tok, train=True, num_epochs=1, group_by_length=grouped)
+    widths = []
     for batch in batches:
-        p, t = (
-            batch["prompt_ids"].shape[1],
-            batch["input_ids"].shape[1] - batch["prompt_ids"].shape[1],
-        )
+        p = batch["prompt_ids"].shape[1]
+        t = batch["input_ids"].shape[1] - p
         assert batch["input_ids"].shape[0] == 8 and p in (128, 256, 512) and t in (32, 64, 128)
-        shapes.add((p, t))
-    assert len(batches) == 100 // 8 and len(shapes) <= 9
+        longest = batch["prompt_mask"].sum(axis=1).max()
+        assert p == min(b for b in (128, 256, 512) if b >= longest)
+        widths.append(p)
+    assert len(batches) == _steps_per_epoch(dev, tok, group_by_length=grouped)[0]
+    return widths
+
+
+def test_shapes_come_from_the_buckets_and_groups_cut_padding(dev, tok):
+    grouped, mixed = _bucket_widths(dev, tok, True), _bucket_widths(dev, tok, False)
+    assert np.mean(grouped) < np.mean(mixed)
 
 
 def test_same_seed_same_batches(dev, tok):
@@ -91,21 +115,23 @@ def test_same_seed_same_batches(dev, tok):
 
 def test_each_epoch_is_reshuffled(dev, tok):
     batches = _build(dev, tok, train=True)
-    steps = 100 // 8
+    steps = _steps_per_epoch(dev, tok)[0]
     epochs = [
         np.concatenate([batches[s]["example_index"] for s in range(e * steps, (e + 1) * steps)])
         for e in range(2)
     ]
-    assert len(set(epochs[0])) == len(epochs[0]) == 96
+    assert len(set(epochs[0])) == len(epochs[0]) == steps * 8
+    assert len(set(epochs[1])) == len(epochs[1]) == steps * 8
     assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_two_hosts_disjoint_with_equal_batch_counts(dev, tok):
     hosts = [_build(dev, tok, train=True, host=h, hosts=2, num_epochs=1) for h in range(2)]
-    assert len(hosts[0]) == len(hosts[1]) == 100 // 8
+    steps = _steps_per_epoch(dev, tok)[0]
+    assert len(hosts[0]) == len(hosts[1]) == steps
     seen = [np.concatenate([b["example_index"] for b in h]) for h in hosts]
     assert not set(seen[0]) & set(seen[1])
-    assert len(set(seen[0]) | set(seen[1])) == 96
+    assert len(set(seen[0]) | set(seen[1])) == steps * 8
     single = _build(dev, tok, train=True, num_epochs=1)
     for step in range(len(single)):
         local = [h[step] for h in hosts]

@@ -165,7 +165,7 @@ def test_truncation_keeps_question_and_counts_drops(dev, style):
     k = next(
         k
         for k in range(len(order) + 1)
-        if _count_words(prompter._render(content, frozenset(order[:k]))) <= budget
+        if _count_words(prompter._text(content, order[:k])) <= budget
     )
     assert k > 0
     assert sum(n for kind, n in prompt.dropped.items() if kind != "table") == k

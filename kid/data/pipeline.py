@@ -10,7 +10,8 @@ it with a seed, forms global batches and gives each host its rows:
 * Batch shapes come from a few length buckets chosen from the lengths of the whole
   global batch, so all hosts agree on them and a jitted step compiles once per
   (prompt bucket, target bucket) pair.
-* Training drops the last partial batch of each epoch and reshuffles every epoch;
+* Training batches draw from groups of similar prompt length (`length_groups`); each
+  epoch drops the partial batch of each group and the next epoch reshuffles;
   evaluation pads the last batch with zero-weight copies so each example is scored
   exactly once (`example_index` maps rows back to examples, -1 for padding).
 * The iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` restore it
@@ -22,6 +23,7 @@ The user-facing options are the `data` ConfigDict fields read by `prompt_options
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -61,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # global, over all hosts
     c.eval_batch_size = 32
     c.seed = 0
+    c.group_by_length = True  # training batches of similar prompt length (less padding)
     c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
     c.worker_count = 0  # grain worker processes (0: threads in this process)
     c.read_threads = 2
@@ -122,6 +125,28 @@ class EncodedSplit:
         return {"prompt": self.prompts[index], "target": self.targets[index], "index": index}
 
 
+class _RecentEncodings:
+    """Prompt token ids, remembered for the last few texts measured: the prompt the
+    Prompter settles on is among them, so it is not tokenised a second time."""
+
+    def __init__(self, tok: tokenizer_lib.Tokenizer, size: int = 4):
+        self._tok = tok
+        self._size = size
+        self._ids: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+
+    def ids(self, text: str) -> list[int]:
+        if text in self._ids:
+            self._ids.move_to_end(text)
+        else:
+            self._ids[text] = self._tok.encode([text], add_special_tokens=True)[0]
+            if len(self._ids) > self._size:
+                self._ids.popitem(last=False)
+        return self._ids[text]
+
+    def count(self, text: str) -> int:
+        return len(self.ids(text))
+
+
 def encode_split(
     dataset: spider.Dataset,
     tok: tokenizer_lib.Tokenizer,
@@ -130,21 +155,26 @@ def encode_split(
     prompt_budget: int,
     max_target_len: int,
 ) -> EncodedSplit:
-    """Prompts and tokenises every example; prompts fit `prompt_budget` tokens."""
+    """Prompts and tokenises every example.
+
+    Prompts fit `prompt_budget` tokens (see `prompts.Prompter`); targets are the
+    normalised SQL + EOS, and longer than `max_target_len` they are cut (EOS lost)
+    and counted in the report.
+    """
+    encodings = _RecentEncodings(tok)
     prompter = prompts.Prompter(
         dataset.schemas,
         dataset.db_dir,
         options,
-        count_tokens=tok.count_tokens,
+        count_tokens=encodings.count,
         budget=prompt_budget,
     )
-    texts = [prompter(e).text for e in dataset.examples]
+    prompt_ids = [encodings.ids(prompter(e).text) for e in dataset.examples]
     sql = [prompts.normalize_sql(e.query) for e in dataset.examples]
-    prompt_ids = tok.encode(texts, add_special_tokens=True)
     target_ids = [ids + [tok.eos_id] for ids in tok.encode(sql, add_special_tokens=False)]
     cut = sum(len(t) > max_target_len for t in target_ids)
     report = {
-        "examples": len(texts),
+        "examples": len(prompt_ids),
         "prompts": prompter.stats.summary(),
         "schema_only": prompter.stats.schema_only,
         "truncated_prompts": prompter.stats.truncated,
@@ -157,6 +187,14 @@ def encode_split(
         tuple(np.asarray(t[:max_target_len], np.int32) for t in target_ids),
         report,
     )
+
+
+def tokenizer_corpus(dataset: spider.Dataset, options: prompts.PromptOptions) -> list[str]:
+    """Untruncated prompts and normalised SQL: the text to train a BPE tokenizer on."""
+    prompter = prompts.Prompter(dataset.schemas, dataset.db_dir, options)
+    return [prompter(e).text for e in dataset.examples] + [
+        prompts.normalize_sql(e.query) for e in dataset.examples
+    ]
 
 
 def _host_rows(global_batch: int, process_index: int, process_count: int) -> slice:
@@ -202,6 +240,38 @@ def collate(elements: list[dict], *, options: BatchOptions, rows: slice) -> dict
     )
 
 
+def length_groups(
+    split: EncodedSplit, options: BatchOptions, *, by_length: bool
+) -> list[np.ndarray]:
+    """Example indices grouped by prompt bucket, so that a batch is padded to its own
+    bucket rather than to the longest prompt of a random batch. A group smaller than
+    a batch joins the next longer one (and the last such remainder the longest)."""
+    if not by_length:
+        return [np.arange(len(split))]
+    lengths = np.array([len(p) for p in split.prompts])
+    buckets = np.array([batching.bucket(n, options.prompt_buckets) for n in lengths])
+    groups, carry = [], np.zeros(0, np.int64)
+    for b in np.unique(buckets):
+        carry = np.concatenate([carry, np.flatnonzero(buckets == b)])
+        if len(carry) >= options.batch_size:
+            groups.append(carry)
+            carry = np.zeros(0, np.int64)
+    if len(carry):
+        groups[-1] = np.concatenate([groups[-1], carry])
+    return groups
+
+
+def _collate_indices(
+    indices: np.ndarray, *, split: EncodedSplit, options: BatchOptions, rows: slice
+) -> dict[str, np.ndarray]:
+    return collate([split[int(i)] for i in indices], options=options, rows=rows)
+
+
+def _seed(seed: int, stream: int) -> int:
+    """Independent 32-bit seeds for the shuffles of one pipeline."""
+    return int(np.random.default_rng([seed, stream]).integers(2**32))
+
+
 def train_batches(
     split: EncodedSplit,
     options: BatchOptions,
@@ -210,22 +280,31 @@ def train_batches(
     process_index: int,
     process_count: int,
     num_epochs: int | None = None,
+    group_by_length: bool = True,
 ) -> grain.MapDataset:
-    """Shuffled batches, reshuffled each epoch; `len(split) // batch_size` per epoch."""
+    """Shuffled batches, reshuffled each epoch.
+
+    Each length group (see `length_groups`) is shuffled and cut into whole batches
+    (the remainder waits for a later epoch's shuffle), then the batches of all groups
+    are shuffled together.
+    """
     if len(split) < options.batch_size:
         raise ValueError(
             f"{len(split)} training examples are fewer than one batch of {options.batch_size}"
         )
     rows = _host_rows(options.batch_size, process_index, process_count)
+    groups = length_groups(split, options, by_length=group_by_length)
+    per_group = [
+        grain.MapDataset.source(group.tolist())
+        .shuffle(seed=_seed(seed, i + 1))
+        .batch(options.batch_size, drop_remainder=True)
+        for i, group in enumerate(groups)
+    ]
     return (
-        grain.MapDataset.source(split)
-        .shuffle(seed=seed)
-        .batch(
-            options.batch_size,
-            drop_remainder=True,
-            batch_fn=functools.partial(collate, options=options, rows=rows),
-        )
+        grain.MapDataset.concatenate(per_group)
+        .shuffle(seed=_seed(seed, 0))
         .repeat(num_epochs)
+        .map(functools.partial(_collate_indices, split=split, options=options, rows=rows))
     )
 
 
@@ -343,6 +422,7 @@ def build(
             process_index=process_index,
             process_count=process_count,
             num_epochs=config.num_epochs,
+            group_by_length=config.group_by_length,
         )
     else:
         batches = eval_batches(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -164,7 +165,8 @@ def _codes_column(c: _Column, dropped: frozenset[_Item]) -> str:
     return f"{c.qualified} ( {' | '.join(parts)} )"
 
 
-def _render_codes(content: _Content, dropped: frozenset[_Item]) -> str:
+def _codes_pieces(content: _Content, dropped: frozenset[_Item]) -> list[str]:
+    """The CodeS prompt as lines (each ending in a newline)."""
     lines = ["database schema :"]
     for table in content.tables:
         columns = _kept_columns(table, dropped)
@@ -181,10 +183,11 @@ def _render_codes(content: _Content, dropped: frozenset[_Item]) -> str:
     if content.evidence and ("evidence", 0) not in dropped:
         lines.append(f"evidence : {content.evidence}")
     lines.append(f"question : {content.question}")
-    return "\n".join(lines) + "\n"
+    return [line + "\n" for line in lines]
 
 
-def _render_t5(content: _Content, dropped: frozenset[_Item]) -> str:
+def _t5_pieces(content: _Content, dropped: frozenset[_Item]) -> list[str]:
+    """The T5 prompt as " | "-separated segments (separator included)."""
     parts = [content.question]
     if content.evidence and ("evidence", 0) not in dropped:
         parts.append(f"evidence : {content.evidence}")
@@ -197,7 +200,7 @@ def _render_t5(content: _Content, dropped: frozenset[_Item]) -> str:
         ]
         if columns:
             parts.append(f"{table.name} : {' , '.join(columns)}")
-    return " | ".join(parts)
+    return parts[:1] + [f" | {part}" for part in parts[1:]]
 
 
 def _drop_order(content: _Content, style: str) -> list[_Item]:
@@ -219,8 +222,8 @@ def _drop_order(content: _Content, style: str) -> list[_Item]:
 
 def _dropped_counts(content: _Content, dropped: Sequence[_Item]) -> dict[str, int]:
     counts = collections.Counter(kind for kind, _ in dropped)
-    gone = set(dropped)
-    tables = sum(1 for t in content.tables if t.columns and not _kept_columns(t, frozenset(gone)))
+    gone = frozenset(dropped)
+    tables = sum(1 for t in content.tables if t.columns and not _kept_columns(t, gone))
     if tables:
         counts["table"] = tables
     return dict(counts)
@@ -284,55 +287,87 @@ class Prompter:
         self.count_tokens = count_tokens
         self.budget = budget
         self.stats = PromptStats()
-        self._render = _render_t5 if options.style == "t5" else _render_codes
+        self._pieces = _t5_pieces if options.style == "t5" else _codes_pieces
+        self._piece_cache: dict[str, int] = {}
 
     def __call__(self, example: spider.Example) -> Prompt:
         schema = self.schemas.get(example.db_id)
         db = self.values.get(example.db_id) if schema is not None else None
         content = _content(example, schema, db, self.options)
         dropped = self._fit(content, example)
-        text = self._render(content, frozenset(dropped))
+        text = self._text(content, dropped)
         prompt = Prompt(text, schema is not None and db is None, _dropped_counts(content, dropped))
-        self._record(example, schema, prompt)
+        self._record(example.db_id, schema, db, prompt)
         return prompt
 
     def _fit(self, content: _Content, example: spider.Example) -> list[_Item]:
-        """The shortest prefix of the drop order after which the prompt fits the budget."""
+        """The shortest prefix of the drop order after which the prompt fits the budget.
+
+        Token counts of whole prompts are exact but slow, so the search runs on an
+        estimate, the sum of the (cached) counts of the prompt's lines, and exact
+        counts then settle the answer: its prompt fits and one item fewer does not.
+        """
         if self.budget is None or self.count_tokens is None:
             return []
         order = _drop_order(content, self.options.style)
 
         def fits(k: int) -> bool:
-            return self.count_tokens(self._render(content, frozenset(order[:k]))) <= self.budget
+            return self.count_tokens(self._text(content, order[:k])) <= self.budget
+
+        def estimate_fits(k: int) -> bool:
+            pieces = self._pieces(content, frozenset(order[:k]))
+            return self._special_tokens + sum(map(self._piece_tokens, pieces)) <= self.budget
 
         if fits(0):
             return []
-        if not fits(len(order)):
-            raise PromptError(
-                f"{example.source}[{example.index}]: the question alone exceeds the prompt "
-                f"budget of {self.budget} tokens"
-            )
-        lo, hi = 1, len(order)  # fits(hi) holds, fits(lo - 1) does not
+        lo, hi = 1, len(order)  # the first k with estimate_fits(k), or len(order)
         while lo < hi:
             mid = (lo + hi) // 2
-            if fits(mid):
+            if estimate_fits(mid):
                 hi = mid
             else:
                 lo = mid + 1
-        return order[:lo]
+        k = lo
+        while not fits(k):
+            if k == len(order):
+                raise PromptError(
+                    f"{example.source}[{example.index}]: the question alone exceeds the "
+                    f"prompt budget of {self.budget} tokens"
+                )
+            k += 1
+        while k > 1 and fits(k - 1):
+            k -= 1
+        return order[:k]
+
+    def _text(self, content: _Content, dropped: Sequence[_Item]) -> str:
+        return "".join(self._pieces(content, frozenset(dropped)))
+
+    @functools.cached_property
+    def _special_tokens(self) -> int:
+        return self.count_tokens("")
+
+    def _piece_tokens(self, piece: str) -> int:
+        if piece not in self._piece_cache:
+            if len(self._piece_cache) > 1 << 18:  # schema lines repeat per database
+                self._piece_cache.clear()
+            self._piece_cache[piece] = self.count_tokens(piece) - self._special_tokens
+        return self._piece_cache[piece]
 
     def _record(
-        self, example: spider.Example, schema: schema_lib.Schema | None, prompt: Prompt
+        self,
+        db_id: str,
+        schema: schema_lib.Schema | None,
+        db: values_lib.DatabaseValues | None,
+        prompt: Prompt,
     ) -> None:
         self.stats.prompts += 1
-        db = self.values.get(example.db_id) if schema is not None else None
         if db is not None and db.read_errors:
-            self.stats.unreadable_columns[example.db_id] = db.read_errors
+            self.stats.unreadable_columns[db_id] = db.read_errors
         if schema is None:
             self.stats.missing_schema += 1
         if prompt.schema_only:
             self.stats.schema_only += 1
-            self.stats.missing_databases[example.db_id] += 1
+            self.stats.missing_databases[db_id] += 1
         if prompt.dropped:
             self.stats.truncated += 1
             self.stats.dropped.update(prompt.dropped)
