@@ -32,7 +32,7 @@ import os
 import grain
 import ml_collections
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from kid.data import batching, prompts, spider
 from kid.data import schema as schema_lib
@@ -368,9 +368,13 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> spider.Dataset:
     examples = tfds_spider.load_examples(
         config.dir, split, data_dir=config.tfds_data_dir, config_name=config.tfds_config
     )
-    db_dir = os.path.join(config.dir, "database")
+    # Schemas and databases stay in the manual directory, beside the split's json files.
+    layouts = {spider.layout_for(os.path.join(config.dir, e.source)) for e in examples}
+    if len(layouts) != 1:
+        raise ValueError(f"TFDS split {split!r} mixes table files and databases: {layouts}")
+    tables_file, db_dir = layouts.pop()
     db_ids = sorted({e.db_id for e in examples})
-    tables = schema_lib.load_tables(os.path.join(config.dir, "tables.json"))
+    tables = schema_lib.load_tables(tables_file)
     return spider.Dataset(
         tuple(examples),
         schema_lib.schemas_for(db_ids, tables, db_dir),
@@ -401,7 +405,8 @@ def build(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> tuple[grain.MapDataset, EncodedSplit]:
-    """Batches of `dataset` for this host (default: jax's process index and count)."""
+    """Batches of `dataset` for this host (default: jax's process index and count);
+    the split's report (what prompts and targets lost) is logged."""
     if process_index is None or process_count is None:
         import jax
 
@@ -414,6 +419,7 @@ def build(
         prompt_budget=options.prompt_buckets[-1],
         max_target_len=options.target_buckets[-1],
     )
+    logging.info("%s data: %s", "train" if train else "eval", split.report)
     if train:
         batches = train_batches(
             split,
