@@ -10,13 +10,14 @@ prints what was truncated, the token lengths and the host-side batch throughput.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
-from kid.data import pipeline, spider
+from kid.data import pipeline, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 
 _SPIDER = flags.DEFINE_string("spider_dir", "../shared/data/spider", "Spider folder.")
@@ -30,6 +31,23 @@ def _percentiles(lengths) -> str:
     return f"p50 {p[0]}, p90 {p[1]}, p99 {p[2]}, max {p[3]}"
 
 
+_LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+
+def matched_value_recall(dataset: spider.Dataset, options) -> str:
+    """Share of questions whose gold SQL has a string literal that a matched value equals."""
+    prompter = prompts.Prompter(dataset.schemas, dataset.db_dir, options)
+    hits = total = 0
+    for e in dataset.examples:
+        literals = {(a or b).strip("%").lower() for a, b in _LITERAL.findall(e.query)}
+        db = prompter.values.get(e.db_id)
+        if literals and db is not None:
+            found = {m.value.lower() for m in db.match(e.question, options.max_matched_values)}
+            hits += bool(literals & found)
+            total += 1
+    return f"{hits}/{total} = {hits / total:.1%}"
+
+
 def main(argv):
     del argv
     config = pipeline.default_config()
@@ -38,6 +56,8 @@ def main(argv):
     train = spider.load_dataset(os.path.join(config.dir, config.train))
     dev = spider.load_dataset(os.path.join(config.dir, config.eval))
     print(f"train: {train.summary()}\ndev: {dev.summary()}")
+    options = pipeline.prompt_options(config)
+    print(f"dev questions with a string literal matched: {matched_value_recall(dev, options)}")
 
     start = time.perf_counter()
     corpus = pipeline.tokenizer_corpus(train, pipeline.prompt_options(config))
