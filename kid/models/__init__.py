@@ -7,7 +7,10 @@ Calling conventions (full forward, prefill/decode with ``DecodeCache``) are docu
 from kid.models.build import build, init, is_encoder_decoder, param_axes, shardings, with_lora
 from kid.models.cache import DecodeCache
 from kid.models.configs import CONFIGS, DecoderConfig, T5Config, get_config
+from kid.models.hf import load_hf, save_hf
 from kid.models.lora import LoRAConfig
+from kid.models.lora import merge as merge_lora
+from kid.models.vocab import resize_vocab
 
 __all__ = [
     "CONFIGS",
@@ -19,7 +22,11 @@ __all__ = [
     "get_config",
     "init",
     "is_encoder_decoder",
+    "load_hf",
+    "merge_lora",
     "param_axes",
+    "resize_vocab",
+    "save_hf",
     "shardings",
     "with_lora",
 ]
