@@ -494,6 +494,175 @@ def beam_search(
 
 
 # ----------------------------------------------------------------------------------------------
+# Models: both families share `prefill` / `decode` (see kid.models.decoder and kid.models.t5).
+
+
+def _variables(params: Any) -> dict:
+    """Flax variables from params, or from variables already holding "params" (+ "lora")."""
+    return params if isinstance(params, dict) and "params" in params else {"params": params}
+
+
+def _special_ids(module: Any, eos_id: int | None, pad_id: int | None) -> tuple[int | None, int]:
+    """EOS (None: the config's; negative: never stop) and pad (config's, else EOS, else 0)."""
+    config = module.config
+    eos_id = config.eos_token_id if eos_id is None else eos_id
+    eos_id = None if eos_id is None or eos_id < 0 else eos_id
+    if pad_id is None:
+        pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_id or 0)
+    return eos_id, pad_id
+
+
+def _prefill(module, variables, input_ids, attention_mask, max_new_tokens):
+    """(logits [batch, vocab] of the first new token, DecodeCache) after the prompt."""
+    return module.apply(
+        variables, input_ids, attention_mask, max_new_tokens=max_new_tokens, method="prefill"
+    )
+
+
+def model_step(module: Any, params: Any) -> StepFn:
+    """`tokens_to_logits` of a kid model: one cached decoder step per call."""
+    variables = _variables(params)
+
+    def tokens_to_logits(tokens, cache, step):
+        del step  # the cache knows each row's position
+        logits, cache = module.apply(variables, tokens[:, None], cache, method="decode")
+        return logits[:, 0], cache
+
+    return tokens_to_logits
+
+
+def generate(
+    module: Any,
+    params: Any,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    max_new_tokens: int,
+    method: str = "greedy",
+    rng: jax.Array | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    forced_tokens: jax.Array | None = None,
+    forced_mask: jax.Array | None = None,
+) -> Decoded | BeamSearchResult:
+    """Continues prompts with a kid model (CONTRACT 7); traceable inside an outer jax.jit.
+
+    The prompt is run once (T5: encoded once, then the decoder start token; decoder-only: the
+    left-padded prompt, positions = cumsum(mask) - 1), then one cached decoder step per new
+    token in a while_loop that exits when every row has emitted EOS.
+
+    Args:
+      module: a kid.models module (T5 or DecoderLM).
+      params: its params, or variables {"params": ..., "lora": ...}.
+      input_ids, attention_mask: [batch, length] encoder inputs (T5) or left-padded prompts.
+      max_new_tokens: static output length.
+      method: "greedy", "sample" (temperature, then top_k, then top_p; needs rng) or "beam"
+        (num_beams, length_penalty; returns all beams, best first).
+      eos_id: stop token; None uses the model config's, a negative id never stops.
+      pad_id: written after EOS; None uses the config's pad token, else EOS, else 0.
+      forced_tokens, forced_mask: [batch, max_new_tokens]; where the mask is True the token is
+        fixed and the model only conditions on it (greedy or sample).
+
+    Returns:
+      `Decoded` (tokens [batch, max_new_tokens] int32, lengths, logprobs), or for "beam" a
+      `BeamSearchResult` whose `.tokens` / `.logprobs` are the best beam's.
+    """
+    eos_id, pad_id = _special_ids(module, eos_id, pad_id)
+    if method == "sample" and rng is None:
+        raise ValueError("method='sample' needs an rng key")
+    logits, cache = _prefill(module, _variables(params), input_ids, attention_mask, max_new_tokens)
+    step = model_step(module, params)
+    if method == "beam":
+        if forced_mask is not None:
+            raise ValueError("forced decoding is greedy or sampled, not beam search")
+        return beam_search(
+            logits,
+            cache.repeat(num_beams),
+            step,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            length_penalty=length_penalty,
+            reorder_cache=lambda cache, rows: cache.take(rows),
+        )
+    select = sampler(
+        method,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        forced_tokens=forced_tokens,
+        forced_mask=forced_mask,
+    )
+    return sample(
+        logits,
+        cache,
+        step,
+        max_new_tokens=max_new_tokens,
+        select=select,
+        rng=rng,
+        eos_id=eos_id,
+        pad_id=pad_id,
+    )
+
+
+def generate_guided(
+    student: Any,
+    student_params: Any,
+    teacher: Any,
+    teacher_params: Any,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    teacher_top_k: int,
+    max_new_tokens: int,
+    rng: jax.Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+) -> GuidedDecoded:
+    """Teacher-guided sampling (SKD, see `guided_sampler`) with both KV caches in one loop.
+
+    Student and teacher read the same prompts (same tokenizer); EOS / pad default to the
+    student config's. Returns `GuidedDecoded` with the student's log-probabilities.
+    """
+    eos_id, pad_id = _special_ids(student, eos_id, pad_id)
+    student_logits, student_cache = _prefill(
+        student, _variables(student_params), input_ids, attention_mask, max_new_tokens
+    )
+    teacher_logits, teacher_cache = _prefill(
+        teacher, _variables(teacher_params), input_ids, attention_mask, max_new_tokens
+    )
+    student_step, teacher_step = (
+        model_step(student, student_params),
+        model_step(teacher, teacher_params),
+    )
+
+    def tokens_to_logits(tokens, caches, step):
+        student_logits, student_cache = student_step(tokens, caches[0], step)
+        teacher_logits, teacher_cache = teacher_step(tokens, caches[1], step)
+        return (student_logits, teacher_logits), (student_cache, teacher_cache)
+
+    return sample(
+        (student_logits, teacher_logits),
+        (student_cache, teacher_cache),
+        tokens_to_logits,
+        max_new_tokens=max_new_tokens,
+        select=guided_sampler(teacher_top_k, temperature=temperature, top_k=top_k, top_p=top_p),
+        rng=rng,
+        eos_id=eos_id,
+        pad_id=pad_id,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
 # Host-side shape bucketing: every distinct (batch, prompt length, max_new_tokens) compiles anew.
 
 
