@@ -1,4 +1,5 @@
 import collections
+import concurrent.futures
 import json
 
 import pytest
@@ -53,3 +54,13 @@ def test_component_counts(query, c1, c2, others, level):
 def test_unparseable_query_raises():
     with pytest.raises(spider_parse.SpiderParseError):
         hardness.hardness("SELECT name singer WHERE")
+
+
+def test_tokenize_is_thread_safe(spider_dir):
+    queries = [
+        line.split("\t")[0]
+        for line in (spider_dir / "train_gold.sql").read_text().splitlines()[:2000]
+    ]
+    expected = [spider_parse.tokenize(q) for q in queries]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(spider_parse.tokenize, queries)) == expected

@@ -8,14 +8,15 @@ metric canonicalises foreign-key columns through it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kid.data import jsonio
 
-class SchemaError(ValueError):
+
+class SchemaError(jsonio.DataError):
     """A tables.json entry or sqlite schema that cannot be read."""
 
 
@@ -108,15 +109,7 @@ def schema_from_json(entry: Mapping[str, Any], where: str = "tables.json") -> Sc
 def load_tables(path: str | os.PathLike[str]) -> dict[str, Schema]:
     """Reads a tables.json file: {db_id: Schema}."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SchemaError(
-            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    if not isinstance(entries, list):
-        raise SchemaError(f"{path}: expected a list of database entries")
+    entries = jsonio.read_json_list(path, "database entries")
     schemas = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):

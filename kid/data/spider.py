@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
+from kid.data import jsonio
 from kid.data import schema as schema_lib
 
-
-class DataError(ValueError):
-    """A data file that cannot be read, or a bad record under `strict=True`."""
+DataError = jsonio.DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,15 +117,7 @@ def read_examples(
 ) -> tuple[list[Example], list[Problem]]:
     """Reads a Spider-format json file: (examples, malformed-record problems)."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a list of examples")
+    records = jsonio.read_json_list(path, "examples")
     examples, problems = [], []
     for i, record in enumerate(records):
         try:

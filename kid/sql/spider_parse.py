@@ -26,6 +26,7 @@ aliases are skipped): enough to count components of a query without its schema.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 from sqlglot.dialects.sqlite import SQLite
@@ -53,7 +54,7 @@ ORDER_OPS = ("desc", "asc")
 
 Sql = dict[str, Any]
 
-_TOKENIZER = SQLite().tokenizer()
+_TOKENIZERS = threading.local()  # sqlglot's Tokenizer keeps state: one per thread
 _SPLIT_COMPARISON = {">": ">=", "<": "<=", "!": "!="}  # `> =` is read as `>=`
 
 
@@ -66,8 +67,10 @@ def tokenize(query: str) -> list[str]:
 
     Both quote styles delimit values, as in Spider (`"John"` is a string, not an identifier).
     """
+    if not hasattr(_TOKENIZERS, "sqlite"):
+        _TOKENIZERS.sqlite = SQLite().tokenizer()
     try:
-        raw = _TOKENIZER.tokenize(query)
+        raw = _TOKENIZERS.sqlite.tokenize(query)
     except TokenError as e:
         raise SpiderParseError(f"cannot tokenize: {e}") from e
     toks: list[str] = []
