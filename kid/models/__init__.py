@@ -1,0 +1,32 @@
+"""Flax models (T5, Llama/Qwen2 decoder LMs), LoRA, and Hugging Face import/export.
+
+Calling conventions (full forward, prefill/decode with ``DecodeCache``) are documented in
+``kid.models.decoder`` and ``kid.models.t5``; both families share them.
+"""
+
+from kid.models.build import build, init, is_encoder_decoder, param_axes, shardings, with_lora
+from kid.models.cache import DecodeCache
+from kid.models.configs import CONFIGS, DecoderConfig, T5Config, get_config
+from kid.models.hf import load_hf, save_hf
+from kid.models.lora import LoRAConfig
+from kid.models.lora import merge as merge_lora
+from kid.models.vocab import resize_vocab
+
+__all__ = [
+    "CONFIGS",
+    "DecodeCache",
+    "DecoderConfig",
+    "LoRAConfig",
+    "T5Config",
+    "build",
+    "get_config",
+    "init",
+    "is_encoder_decoder",
+    "load_hf",
+    "merge_lora",
+    "param_axes",
+    "resize_vocab",
+    "save_hf",
+    "shardings",
+    "with_lora",
+]

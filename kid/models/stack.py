@@ -1,0 +1,51 @@
+"""A stack of identical layers, either unrolled (``layers_0``, ``layers_1``...) or scanned.
+
+Scanning (``nn.scan``) compiles one layer instead of L and stores parameters with a leading
+``layers`` axis; ``kid.models.hf`` converts between the two layouts. Rematerialisation
+(``nn.remat``) trades recomputation for activation memory in training.
+
+Layers have the signature ``layer(x, cache, *broadcast_args, deterministic) -> (x, cache)``
+where ``cache`` is a pytree whose arrays carry a leading layer axis at the stack level (None
+when not decoding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+
+def make_layers(layer_cls: type[nn.Module], config: Any, num_layers: int, num_args: int):
+    """Layer modules to assign in ``setup``: a list (unrolled) or one scanned module.
+
+    num_args: the number of broadcast arguments between ``cache`` and ``deterministic``.
+    """
+    if config.remat:
+        # Argument 0 is the module itself; deterministic is the last argument.
+        layer_cls = nn.remat(
+            layer_cls, prevent_cse=not config.scan_layers, static_argnums=(num_args + 3,)
+        )
+    if not config.scan_layers:
+        return [layer_cls(config) for _ in range(num_layers)]
+    return nn.scan(
+        layer_cls,
+        variable_axes={"params": 0, "lora": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(0,) + (nn.broadcast,) * (num_args + 1),
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(config)
+
+
+def apply_layers(layers, x: jax.Array, cache, *args):
+    """Run the stack from ``make_layers``; returns (x, cache)."""
+    if not isinstance(layers, list | tuple):
+        return layers(x, cache, *args)
+    for i, layer in enumerate(layers):
+        layer_cache = None if cache is None else jax.tree.map(lambda c, i=i: c[i], cache)
+        x, layer_cache = layer(x, layer_cache, *args)
+        if cache is not None:
+            cache = jax.tree.map(lambda c, u, i=i: c.at[i].set(u), cache, layer_cache)
+    return x, cache
