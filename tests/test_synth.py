@@ -9,7 +9,6 @@ Spider's parser and classifier for hardness.
 import collections
 import hashlib
 import json
-import math
 import os
 import pathlib
 import random
@@ -22,8 +21,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from kid.data import prompts, spider, tokenizer
 from kid.data import schema as schema_lib
-from kid.data import spider
 from kid.data.synth import build, constructs, database, domains, query, splits, stats
 from kid.sql import exact_match, hardness, scoring, spider_parse
 
@@ -302,28 +301,19 @@ def test_questions_are_compositional_paraphrases(data):
     assert len(used) >= 0.8 * len(nouns)  # synonyms of table names are used
 
 
-def _t5_prompt(question: str, schema: schema_lib.Schema) -> str:
-    tables = [
-        f"{t.original} : " + " , ".join(schema.columns[i].original for i in schema.table_columns(k))
-        for k, t in enumerate(schema.tables)
-    ]
-    return " | ".join([question, schema.db_id, *tables])
-
-
-def _token_upper_bound(text: str) -> int:
-    """Pieces a BPE tokenizer would at most produce: words of <= 4 letters, single digits,
-    single punctuation marks (an estimate until kid.data.tokenizer lands)."""
-    pieces = re.findall(r"[A-Za-z]+|\d|[^\sA-Za-z\d]", text)
-    return sum(math.ceil(len(p) / 4) if p.isalpha() else 1 for p in pieces)
-
-
-def test_t5_prompts_stay_compact(data, schemas):
-    longest = max(
-        _token_upper_bound(_t5_prompt(r["question"], schemas[r["db_id"]]))
-        for records in data.values()
-        for r in records
-    )
-    assert longest <= 200
+def test_t5_prompts_stay_compact_with_a_benchmark_bpe(bench, tmp_path):
+    """The PICARD-style prompt (schema and matched values) of every question, counted by a
+    byte-level BPE trained on train prompts and gold SQL, stays within 200 tokens."""
+    schemas = schema_lib.load_tables(bench / "tables.json")
+    prompter = prompts.Prompter(schemas, str(bench / "database"), prompts.PromptOptions("t5"))
+    train = spider.load_dataset(bench / "train.json").examples
+    texts = [prompter(e).text for e in train] + [e.query for e in train]
+    tok = tokenizer.train_bpe(texts, tmp_path / "bpe")
+    for split in SPLITS:
+        examples = spider.load_dataset(bench / f"{split}.json").examples
+        lengths = [tok.count_tokens(prompter(e).text) for e in examples]
+        assert max(lengths) <= 200, (split, max(lengths))
+        assert sum(lengths) / len(lengths) <= 100, split
 
 
 # --- statistics --------------------------------------------------------------------------------
