@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from kid import main
 from configs import demo
+from kid import main
 
 
 def test_demo_generates_benchmark_and_reports(tmp_path):
