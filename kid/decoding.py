@@ -186,7 +186,7 @@ def sampler(
         if forced_mask is not None:
             forced = jax.lax.dynamic_index_in_dim(forced_mask, step, axis=1, keepdims=False)
             fixed = jax.lax.dynamic_index_in_dim(forced_tokens, step, axis=1, keepdims=False)
-            tokens = jnp.where(forced, fixed.astype(jnp.int32), tokens)
+            tokens = jnp.where(forced.astype(bool), fixed.astype(jnp.int32), tokens)
         return tokens, {"logprobs": _token_logprob(logits, tokens)}
 
     return select
@@ -209,17 +209,15 @@ def guided_sampler(
 
     def select(logits, rng, step):
         del step
-        student, teacher = logits
-        vocab = min(student.shape[-1], teacher.shape[-1])
-        student = student[:, :vocab].astype(jnp.float32)
-        teacher = teacher[:, :vocab].astype(jnp.float32)
+        vocab = min(logits[0].shape[-1], logits[1].shape[-1])
+        student, teacher = (x[:, :vocab].astype(jnp.float32) for x in logits)
         proposal_rng, teacher_rng = jax.random.split(rng)
         proposal = _draw(student, proposal_rng, False, temperature, top_k, top_p)
         kth = jax.lax.top_k(teacher, min(teacher_top_k, vocab))[0][:, -1]
         accepted = jnp.take_along_axis(teacher, proposal[:, None], -1)[:, 0] >= kth
         teacher_sample = _draw(teacher, teacher_rng, False, temperature, 0, 1.0)
         tokens = jnp.where(accepted, proposal, teacher_sample)
-        return tokens, {"logprobs": _token_logprob(student, tokens), "replaced": ~accepted}
+        return tokens, {"logprobs": _token_logprob(logits[0], tokens), "replaced": ~accepted}
 
     return select
 
@@ -507,28 +505,35 @@ def _special_ids(module: Any, eos_id: int | None, pad_id: int | None) -> tuple[i
     config = module.config
     eos_id = config.eos_token_id if eos_id is None else eos_id
     eos_id = None if eos_id is None or eos_id < 0 else eos_id
-    if pad_id is None:
-        pad_id = config.pad_token_id if config.pad_token_id is not None else (eos_id or 0)
-    return eos_id, pad_id
+    for fallback in (pad_id, config.pad_token_id, eos_id, 0):
+        if fallback is not None:
+            return eos_id, fallback
 
 
-def _prefill(module, variables, input_ids, attention_mask, max_new_tokens):
-    """(logits [batch, vocab] of the first new token, DecodeCache) after the prompt."""
-    return module.apply(
-        variables, input_ids, attention_mask, max_new_tokens=max_new_tokens, method="prefill"
-    )
+def prefill(
+    module: Any, params: Any, input_ids: jax.Array, attention_mask: jax.Array, max_new_tokens: int
+) -> tuple[jax.Array, Any, StepFn]:
+    """Runs the prompt through a kid model: the arguments of `sample` / `beam_search`.
 
+    Decoding is not differentiated (a while_loop has no reverse mode): the parameters pass
+    through stop_gradient, so a loss that decodes with the parameters it differentiates still
+    has a gradient, from its own forward passes over the decoded tokens.
 
-def model_step(module: Any, params: Any) -> StepFn:
-    """`tokens_to_logits` of a kid model: one cached decoder step per call."""
-    variables = _variables(params)
+    Returns:
+      (logits [batch, vocab] of the first new token, its DecodeCache with room for
+      max_new_tokens more tokens, tokens_to_logits: one cached decoder step per call).
+    """
+    variables = jax.lax.stop_gradient(_variables(params))
 
     def tokens_to_logits(tokens, cache, step):
         del step  # the cache knows each row's position
         logits, cache = module.apply(variables, tokens[:, None], cache, method="decode")
         return logits[:, 0], cache
 
-    return tokens_to_logits
+    logits, cache = module.apply(
+        variables, input_ids, attention_mask, max_new_tokens=max_new_tokens, method="prefill"
+    )
+    return logits, cache, tokens_to_logits
 
 
 def generate(
@@ -572,11 +577,12 @@ def generate(
       `Decoded` (tokens [batch, max_new_tokens] int32, lengths, logprobs), or for "beam" a
       `BeamSearchResult` whose `.tokens` / `.logprobs` are the best beam's.
     """
-    eos_id, pad_id = _special_ids(module, eos_id, pad_id)
+    if method not in ("greedy", "sample", "beam"):
+        raise ValueError(f"method must be 'greedy', 'sample' or 'beam', got {method!r}")
     if method == "sample" and rng is None:
         raise ValueError("method='sample' needs an rng key")
-    logits, cache = _prefill(module, _variables(params), input_ids, attention_mask, max_new_tokens)
-    step = model_step(module, params)
+    eos_id, pad_id = _special_ids(module, eos_id, pad_id)
+    logits, cache, step = prefill(module, params, input_ids, attention_mask, max_new_tokens)
     if method == "beam":
         if forced_mask is not None:
             raise ValueError("forced decoding is greedy or sampled, not beam search")
@@ -634,15 +640,11 @@ def generate_guided(
     student config's. Returns `GuidedDecoded` with the student's log-probabilities.
     """
     eos_id, pad_id = _special_ids(student, eos_id, pad_id)
-    student_logits, student_cache = _prefill(
-        student, _variables(student_params), input_ids, attention_mask, max_new_tokens
+    student_logits, student_cache, student_step = prefill(
+        student, student_params, input_ids, attention_mask, max_new_tokens
     )
-    teacher_logits, teacher_cache = _prefill(
-        teacher, _variables(teacher_params), input_ids, attention_mask, max_new_tokens
-    )
-    student_step, teacher_step = (
-        model_step(student, student_params),
-        model_step(teacher, teacher_params),
+    teacher_logits, teacher_cache, teacher_step = prefill(
+        teacher, teacher_params, input_ids, attention_mask, max_new_tokens
     )
 
     def tokens_to_logits(tokens, caches, step):
