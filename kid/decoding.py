@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from kid.data import batching
+
 Cache = Any
 StepFn = Callable[[jax.Array, Cache, jax.Array], tuple[Any, Cache]]
 # select(logits, rng, step) -> (tokens [batch], {name: per-token values [batch]}).
@@ -672,10 +674,7 @@ def bucket(length: int, buckets: Sequence[int] | None = None, *, minimum: int = 
     """The smallest bucket >= `length`: from `buckets`, else the next power of two >= minimum."""
     if buckets is None:
         return max(minimum, 1 << max(0, length - 1).bit_length())
-    fitting = [b for b in sorted(buckets) if b >= length]
-    if not fitting:
-        raise ValueError(f"length {length} exceeds the largest bucket {max(buckets)}")
-    return fitting[0]
+    return batching.bucket(length, buckets)
 
 
 def pad_prompts(
