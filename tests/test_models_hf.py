@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
@@ -75,6 +77,25 @@ def test_save_hf_round_trip(checkpoint, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, params_again, params)
 
 
+def test_scanned_layout_round_trip(checkpoint, tmp_path):
+    """scan_layers=True stacks each layer tensor; saving unstacks it again; the layout
+    converters match."""
+    _, _, directory, _, params = checkpoint
+    module, scanned = models.load_hf(directory, scan_layers=True)
+    cfg = module.config
+    if models.is_encoder_decoder(module):
+        stack, layers = scanned["decoder"]["layers"], cfg.num_decoder_layers
+    else:
+        stack, layers = scanned["layers"], cfg.num_hidden_layers
+    assert all(x.shape[0] == layers for x in jax.tree.leaves(stack))
+    # The in-memory layout converters agree with the loader, both ways.
+    jax.tree.map(np.testing.assert_array_equal, models.scan_params(params), scanned)
+    jax.tree.map(np.testing.assert_array_equal, models.unscan_params(scanned), params)
+    models.save_hf(module, scanned, tmp_path / "out")
+    _, unscanned = models.load_hf(tmp_path / "out")
+    jax.tree.map(np.testing.assert_array_equal, unscanned, params)
+
+
 @pytest.fixture(scope="module")
 def llama_tensors(tmp_path_factory):
     """(config.json dict, tensors) of a small Llama checkpoint, to corrupt."""
@@ -141,3 +162,19 @@ def test_sharded_checkpoint_with_index_loads(llama_tensors, tmp_path):
         params["layers"]["mlp"]["up_proj"]["kernel"][1],
         tensors["model.layers.1.mlp.up_proj.weight"].T,
     )
+
+
+def test_bfloat16_compute_and_logits_dtype(tmp_path):
+    name = "qwen2"
+    save_checkpoint(name, tmp_path)
+    module, params = models.load_hf(tmp_path)
+    low = models.build(
+        dataclasses.replace(module.config, dtype=jnp.bfloat16, logits_dtype=jnp.bfloat16)
+    )
+    inputs = batch(name)
+    real = real_positions(name, inputs)
+    full = _kid_logits(module, params, inputs)[real]
+    half = jitted_apply(low)({"params": params}, **inputs)  # fp32 params, bf16 compute.
+    assert half.dtype == jnp.bfloat16
+    error = np.abs(np.asarray(half, np.float32)[real] - full)
+    assert error.mean() < 0.05 * full.std()
