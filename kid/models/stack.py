@@ -1,8 +1,8 @@
 """A stack of identical layers, either unrolled (``layers_0``, ``layers_1``...) or scanned.
 
 Scanning (``nn.scan``) compiles one layer instead of L and stores parameters with a leading
-``layers`` axis; ``scan_params`` / ``unscan_params`` convert between the two layouts. Rematerialisation
-(``nn.remat``) trades recomputation for activation memory in training.
+``layers`` axis; ``scan_params`` / ``unscan_params`` convert between the two layouts.
+Rematerialisation (``nn.remat``) trades recomputation for activation memory in training.
 
 Layers have the signature ``layer(x, cache, *broadcast_args, deterministic) -> (x, cache)``
 where ``cache`` is a pytree whose arrays carry a leading layer axis at the stack level (None
