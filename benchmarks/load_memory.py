@@ -98,7 +98,7 @@ def _child(mode: str, directory: str) -> None:
         shapes, _ = models.param_axes(module)
         flat = {}
         for key, shape in traverse_util.flatten_dict(shapes).items():
-            (name,) = hf._hf_names(module.config, key, module.config.num_hidden_layers)
+            (name,) = hf._hf_names(module.config, key)
             flat[key] = jax.device_put(hf._from_hf(key, tensors[name], shape.shape))
         params = traverse_util.unflatten_dict(flat)
     jax.block_until_ready(params)
