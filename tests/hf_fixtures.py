@@ -84,13 +84,11 @@ def torch_model(name: str, seed: int = 0):
     """A transformers model of case ``name`` with large random weights, in eval mode."""
     config = CASES[name]()
     config._attn_implementation = "eager"
-    model_cls = (
-        transformers.T5ForConditionalGeneration
-        if is_t5(name)
-        else transformers.AutoModelForCausalLM.from_config
-    )
     torch.manual_seed(seed)
-    model = model_cls(config) if is_t5(name) else model_cls(config)
+    if is_t5(name):
+        model = transformers.T5ForConditionalGeneration(config)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(config)
     if name == "t5_v1_1":  # transformers 5 ties T5's head on construction; untie it.
         model.lm_head.weight = torch.nn.Parameter(torch.empty(VOCAB, config.d_model))
     generator = torch.Generator().manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -40,9 +41,8 @@ def test_decoder_cache_matches_full_forward(name, scan):
     np.testing.assert_allclose(incremental[real], full[:, prefix - 1 :][real], atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "scan"), [("t5-tiny", True), ("t5v1_1-tiny", False)])
-def test_t5_cache_matches_full_forward(name, scan):
-    module, variables = _model(name, scan_layers=scan)
+def test_t5_cache_matches_full_forward():
+    module, variables = _model("t5v1_1-tiny")
     apply = jitted_apply(module)
     decoder_ids = np.array([[0, 21, 22, 23, 24], [0, 31, 32, 33, 34], [0, 41, 42, 43, 44]])
     full = np.asarray(apply(variables, PROMPTS, PROMPT_MASK, decoder_ids))
@@ -74,3 +74,38 @@ def test_cache_take_and_repeat_reorder_rows():
     step, _ = apply(variables, token, cache, method="decode")
     step_taken, _ = apply(variables, token[rows], taken, method="decode")
     np.testing.assert_allclose(step_taken, step[rows], atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "scan"), [("qwen2-tiny", False), ("t5-tiny", True)])
+def test_decode_inside_scan_matches_full_forward(name, scan):
+    """The cache is a scan carry: greedy decoding as one jitted lax.scan gives, at every
+    step, the logits of an uncached forward pass over the decoded prefix."""
+    module, variables = _model(name, scan_layers=scan)
+    steps = 3
+
+    @jax.jit
+    def greedy(variables):
+        logits, cache = module.apply(
+            variables, PROMPTS, PROMPT_MASK, max_new_tokens=steps, method="prefill"
+        )
+
+        def step(carry, _):
+            logits, cache = carry
+            token = jnp.argmax(logits, axis=-1)[:, None]
+            next_logits, cache = module.apply(variables, token, cache, method="decode")
+            return (next_logits[:, 0], cache), (token[:, 0], logits)
+
+        _, (tokens, logits) = jax.lax.scan(step, (logits, cache), length=steps)
+        return tokens.T, jnp.swapaxes(logits, 0, 1)  # [B, steps], [B, steps, V]
+
+    tokens, logits = greedy(variables)
+    apply = jitted_apply(module)
+    if models.is_encoder_decoder(module):
+        start = np.zeros((PROMPTS.shape[0], 1), np.int64)
+        decoder_ids = np.concatenate([start, tokens[:, :-1]], axis=1)
+        full = apply(variables, PROMPTS, PROMPT_MASK, decoder_ids)
+    else:
+        ids = np.concatenate([PROMPTS, tokens[:, :-1]], axis=1)
+        mask = np.concatenate([PROMPT_MASK, np.ones_like(tokens[:, :-1])], axis=1)
+        full = apply(variables, ids, mask)[:, PROMPTS.shape[1] - 1 :]
+    np.testing.assert_allclose(logits, full, atol=1e-4)

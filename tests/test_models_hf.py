@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
 from hf_fixtures import CASES, batch, is_t5, real_positions, save_checkpoint, torch_logits
 from model_helpers import jitted_apply
+from safetensors.numpy import load_file, save_file
 
 from kid import models
 
@@ -69,3 +75,106 @@ def test_save_hf_round_trip(checkpoint, tmp_path):
     )
     _, params_again = models.load_hf(out)
     jax.tree.map(np.testing.assert_array_equal, params_again, params)
+
+
+def test_scanned_layout_round_trip(checkpoint, tmp_path):
+    """scan_layers=True stacks each layer tensor; saving unstacks it again; the layout
+    converters match."""
+    _, _, directory, _, params = checkpoint
+    module, scanned = models.load_hf(directory, scan_layers=True)
+    cfg = module.config
+    if models.is_encoder_decoder(module):
+        stack, layers = scanned["decoder"]["layers"], cfg.num_decoder_layers
+    else:
+        stack, layers = scanned["layers"], cfg.num_hidden_layers
+    assert all(x.shape[0] == layers for x in jax.tree.leaves(stack))
+    # The in-memory layout converters agree with the loader, both ways.
+    jax.tree.map(np.testing.assert_array_equal, models.scan_params(params), scanned)
+    jax.tree.map(np.testing.assert_array_equal, models.unscan_params(scanned), params)
+    models.save_hf(module, scanned, tmp_path / "out")
+    _, unscanned = models.load_hf(tmp_path / "out")
+    jax.tree.map(np.testing.assert_array_equal, unscanned, params)
+
+
+@pytest.fixture(scope="module")
+def llama_tensors(tmp_path_factory):
+    """(config.json dict, tensors) of a small Llama checkpoint, to corrupt."""
+    directory = tmp_path_factory.mktemp("llama_src")
+    save_checkpoint("llama_untied", directory)
+    return json.loads((directory / "config.json").read_text()), load_file(
+        directory / "model.safetensors"
+    )
+
+
+def _write(directory, config, tensors):
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def test_unsupported_architecture_is_named(llama_tensors, tmp_path):
+    config, tensors = llama_tensors
+    path = _write(tmp_path / "ckpt", {**config, "model_type": "gpt2"}, tensors)
+    with pytest.raises(ValueError, match=r"config\.json: unsupported architecture.*gpt2"):
+        models.load_hf(path)
+
+
+def test_missing_tensor_is_named(llama_tensors, tmp_path):
+    config, tensors = llama_tensors
+    name = "model.layers.1.mlp.up_proj.weight"
+    path = _write(tmp_path / "ckpt", config, {k: v for k, v in tensors.items() if k != name})
+    with pytest.raises(KeyError, match=re.escape(name)):
+        models.load_hf(path)
+
+
+def test_unexpected_tensor_is_named(llama_tensors, tmp_path):
+    config, tensors = llama_tensors
+    extra = {"model.layers.0.self_attn.q_norm.weight": np.ones(8, np.float32)}
+    path = _write(tmp_path / "ckpt", config, {**tensors, **extra})
+    with pytest.raises(ValueError, match=r"unexpected tensors.*q_norm"):
+        models.load_hf(path)
+
+
+def test_shape_mismatch_is_named(llama_tensors, tmp_path):
+    config, tensors = llama_tensors
+    path = _write(tmp_path / "ckpt", {**config, "intermediate_size": 48}, tensors)
+    with pytest.raises(
+        ValueError, match=r"down_proj\.weight.*shape \(32, 64\), expected \(32, 48\)"
+    ):
+        models.load_hf(path)
+
+
+def test_sharded_checkpoint_with_index_loads(llama_tensors, tmp_path):
+    config, tensors = llama_tensors
+    directory = tmp_path / "sharded"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    names = sorted(tensors)
+    weight_map = {}
+    for i, part in enumerate((names[::2], names[1::2])):
+        file = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, directory / file, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, file))
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    _, params = models.load_hf(directory, scan_layers=True)
+    np.testing.assert_array_equal(
+        params["layers"]["mlp"]["up_proj"]["kernel"][1],
+        tensors["model.layers.1.mlp.up_proj.weight"].T,
+    )
+
+
+def test_bfloat16_compute_and_logits_dtype(tmp_path):
+    name = "qwen2"
+    save_checkpoint(name, tmp_path)
+    module, params = models.load_hf(tmp_path)
+    low = models.build(
+        dataclasses.replace(module.config, dtype=jnp.bfloat16, logits_dtype=jnp.bfloat16)
+    )
+    inputs = batch(name)
+    real = real_positions(name, inputs)
+    full = _kid_logits(module, params, inputs)[real]
+    half = jitted_apply(low)({"params": params}, **inputs)  # fp32 params, bf16 compute.
+    assert half.dtype == jnp.bfloat16
+    error = np.abs(np.asarray(half, np.float32)[real] - full)
+    assert error.mean() < 0.05 * full.std()

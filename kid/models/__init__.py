@@ -10,6 +10,7 @@ from kid.models.configs import CONFIGS, DecoderConfig, T5Config, get_config
 from kid.models.hf import load_hf, save_hf
 from kid.models.lora import LoRAConfig
 from kid.models.lora import merge as merge_lora
+from kid.models.stack import scan_params, unscan_params
 from kid.models.vocab import resize_vocab
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "param_axes",
     "resize_vocab",
     "save_hf",
+    "scan_params",
     "shardings",
+    "unscan_params",
     "with_lora",
 ]

@@ -72,7 +72,10 @@ def init(
         return nn.unbox(_init_variables(module, rng)[collection])
 
     out_shardings = None if mesh is None else shardings(module, mesh, rules, collection)
-    return jax.jit(create, out_shardings=out_shardings)(rng)
+    # Initialisation runs once: on CPU, XLA spends far longer optimising the many random
+    # number kernels (seconds for a tiny model) than running them unoptimised.
+    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    return jax.jit(create, out_shardings=out_shardings, compiler_options=options)(rng)
 
 
 def with_lora(module: nn.Module, lora: LoRAConfig) -> nn.Module:

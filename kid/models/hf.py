@@ -215,7 +215,7 @@ def _hf_name(config: ModelConfig, path: tuple[str, ...], layer: int | None) -> s
     return ".".join([stack, "block", str(layer), sublayer, *path[3:-1], leaf])
 
 
-def _hf_names(config: ModelConfig, path: tuple[str, ...], num_layers: int) -> list[str]:
+def _hf_names(config: ModelConfig, path: tuple[str, ...]) -> list[str]:
     """One name per layer for a scanned parameter, else one name."""
     stack_index = next((i for i, p in enumerate(path) if p.startswith("layers")), None)
     if stack_index is None:
@@ -223,7 +223,7 @@ def _hf_names(config: ModelConfig, path: tuple[str, ...], num_layers: int) -> li
     layer = _layer(path[stack_index])
     if layer is not None:
         return [_hf_name(config, path, layer)]
-    return [_hf_name(config, path, i) for i in range(num_layers)]
+    return [_hf_name(config, path, i) for i in range(_num_layers(config, path))]
 
 
 def _num_layers(config: ModelConfig, path: tuple[str, ...]) -> int:
@@ -302,7 +302,8 @@ def load_hf(
       path: directory with config.json and model.safetensors (or sharded *.safetensors with
         model.safetensors.index.json) of a T5, Llama or Qwen2 model.
       mesh: place every parameter on its logical sharding over this mesh (default: the
-        default device).
+        default device). Run the model under ``kid.sharding.use_mesh(mesh, rules)`` so its
+        activations follow the same rules.
       rules: logical axis rules (default ``kid.sharding.DEFAULT_RULES``).
       param_dtype: dtype of the loaded parameters (and of the config's ``param_dtype``).
       scan_layers: stack layers for ``nn.scan`` (one compiled layer, leading layer axis).
@@ -333,7 +334,7 @@ def load_hf(
     flat = {}
     flat_specs = traverse_util.flatten_dict(specs)
     for key, shape in traverse_util.flatten_dict(shapes).items():
-        names = _hf_names(config, key, _num_layers(config, key))
+        names = _hf_names(config, key)
         stacked = "layers" in key  # A scanned stack: leading layer axis.
         layer_shape = shape.shape[1:] if stacked else shape.shape
         tensors = [
@@ -369,7 +370,7 @@ def _place(host: np.ndarray, mesh: Mesh | None, names: tuple, rules) -> jax.Arra
 def _hf_tensors(config: ModelConfig, params) -> Iterator[tuple[str, np.ndarray]]:
     """(name, PyTorch-layout host array) for every tensor of the checkpoint."""
     for key, value in traverse_util.flatten_dict(params).items():
-        names = _hf_names(config, key, _num_layers(config, key))
+        names = _hf_names(config, key)
         host = np.asarray(multihost_utils.process_allgather(value, tiled=True))
         per_layer = host if "layers" in key else [host]
         for name, array in zip(names, per_layer, strict=True):

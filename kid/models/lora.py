@@ -14,7 +14,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import traverse_util
 
 
@@ -65,8 +64,3 @@ def merge(params, lora, scale: float):
 def _is_adapter(path, node) -> bool:
     del path
     return isinstance(node, dict) and set(node) == {"a", "b"}
-
-
-def count(lora) -> int:
-    """Number of trainable adapter parameters."""
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(lora)))

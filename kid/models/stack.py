@@ -1,8 +1,8 @@
 """A stack of identical layers, either unrolled (``layers_0``, ``layers_1``...) or scanned.
 
 Scanning (``nn.scan``) compiles one layer instead of L and stores parameters with a leading
-``layers`` axis; ``kid.models.hf`` converts between the two layouts. Rematerialisation
-(``nn.remat``) trades recomputation for activation memory in training.
+``layers`` axis; ``scan_params`` / ``unscan_params`` convert between the two layouts.
+Rematerialisation (``nn.remat``) trades recomputation for activation memory in training.
 
 Layers have the signature ``layer(x, cache, *broadcast_args, deterministic) -> (x, cache)``
 where ``cache`` is a pytree whose arrays carry a leading layer axis at the stack level (None
@@ -15,6 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 def make_layers(layer_cls: type[nn.Module], config: Any, num_layers: int, num_args: int):
@@ -49,3 +50,28 @@ def apply_layers(layers, x: jax.Array, cache, *args):
         if cache is not None:
             cache = jax.tree.map(lambda c, u, i=i: c.at[i].set(u), cache, layer_cache)
     return x, cache
+
+
+def scan_params(tree):
+    """Unrolled layout -> scanned: ``layers_0 .. layers_{n-1}`` become one ``layers`` subtree
+    with a leading layer axis (works for "params" and "lora" trees)."""
+    if not isinstance(tree, dict):
+        return tree
+    names = [f"layers_{i}" for i in range(len(tree))]
+    stacked = [k for k in names if k in tree]
+    out = {k: scan_params(v) for k, v in tree.items() if k not in stacked}
+    if stacked:
+        out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *(tree[k] for k in stacked))
+    return out
+
+
+def unscan_params(tree):
+    """Scanned layout -> unrolled: the inverse of ``scan_params``."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: unscan_params(v) for k, v in tree.items() if k != "layers"}
+    if "layers" in tree:
+        num_layers = jax.tree.leaves(tree["layers"])[0].shape[0]
+        for i in range(num_layers):
+            out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], tree["layers"])
+    return out
