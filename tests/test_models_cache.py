@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +112,21 @@ def test_decode_inside_scan_matches_full_forward(name, scan):
         mask = np.concatenate([PROMPT_MASK, np.ones_like(tokens[:, :-1])], axis=1)
         full = apply(variables, ids, mask)[:, PROMPTS.shape[1] - 1 :]
     np.testing.assert_allclose(logits, full, atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "scan"), [("qwen2-tiny", False), ("t5-tiny", True)])
+def test_compiled_decode_step_does_not_copy_the_cache(name, scan):
+    """Layers update the stacked cache in place: the compiled decode step (cache donated) holds
+    no copy of a whole cache array, which would cost O(cache size) per generated token."""
+    module, variables = _model(name, scan_layers=scan)
+    _, cache = jitted_apply(module)(
+        variables, PROMPTS, PROMPT_MASK, max_new_tokens=4, method="prefill"
+    )
+    step = jax.jit(functools.partial(module.apply, method="decode"), donate_argnums=2)
+    hlo = step.lower(variables, PROMPTS[:, :1], cache).compile().as_text()
+    for array in (cache.keys, cache.cross_keys):
+        if array is not None:
+            dims = ",".join(map(str, array.shape))
+            assert re.search(rf"\[{dims}\]", hlo), f"no [{dims}] array in the HLO"
+            copies = re.findall(rf"= \w+\[{dims}\]\S* copy\(", hlo)
+            assert not copies, f"{len(copies)} copies of a [{dims}] cache array"

@@ -44,8 +44,10 @@ from kid.models.layers import (
     attention,
     build_mask,
     constrain_heads,
+    read_layer,
     rotary,
     write_cache,
+    write_layer,
 )
 from kid.models.stack import apply_layers, make_layers
 from kid.sharding import constrain
@@ -70,7 +72,8 @@ class Attention(nn.Module):
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x, kv_cache, positions, mask, index, deterministic: bool):
+    def __call__(self, x, kv_cache, layer, positions, mask, index, deterministic: bool):
+        """kv_cache: None, or the (keys, values) stacked over layers; this is layer ``layer``."""
         cfg = self.config
         heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         q = _dense(cfg, "q_proj", (heads, head_dim), ("embed", "heads", "head_dim"), cfg.qkv_bias)(
@@ -85,9 +88,11 @@ class Attention(nn.Module):
         q = constrain_heads(rotary(q, positions, cfg.rope_theta))
         k = rotary(k, positions, cfg.rope_theta)
         if kv_cache is not None:
-            k = write_cache(kv_cache[0], k, index)
-            v = write_cache(kv_cache[1], v, index)
-            kv_cache = (k, v)
+            kv_cache = (
+                write_layer(kv_cache[0], k, layer, index),
+                write_layer(kv_cache[1], v, layer, index),
+            )
+            k, v = read_layer(kv_cache[0], layer), read_layer(kv_cache[1], layer)
         dropout_rng = None
         if not deterministic and cfg.attention_dropout > 0.0:
             dropout_rng = self.make_rng("dropout")
@@ -125,15 +130,17 @@ class DecoderLayer(nn.Module):
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x, kv_cache, positions, mask, index, deterministic: bool):
+    def __call__(self, carry, layer, positions, mask, index, deterministic: bool):
+        """A ``kid.models.stack`` layer: carry is (x, kv_cache)."""
+        x, kv_cache = carry
         cfg = self.config
         norm = functools.partial(RMSNorm, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
         h, kv_cache = Attention(cfg, name="self_attn")(
-            norm(name="input_layernorm")(x), kv_cache, positions, mask, index, deterministic
+            norm(name="input_layernorm")(x), kv_cache, layer, positions, mask, index, deterministic
         )
         x = x + h
         x = x + Mlp(cfg, name="mlp")(norm(name="post_attention_layernorm")(x), deterministic)
-        return constrain(x, EMBED_AXES), kv_cache
+        return (constrain(x, EMBED_AXES), kv_cache), None
 
 
 class DecoderLM(nn.Module):

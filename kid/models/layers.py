@@ -211,6 +211,20 @@ def write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array
     return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), start)
 
 
+def write_layer(
+    cache: jax.Array, new: jax.Array, layer: int | jax.Array, index: int | jax.Array
+) -> jax.Array:
+    """Write layer ``layer``'s ``new`` [batch, len, ...] into the stacked ``cache``
+    [layers, batch, max_len, ...] at slot ``index``, updating the stack in place under jit."""
+    start = (layer, 0, index) + (0,) * (cache.ndim - 3)
+    return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype), start)
+
+
+def read_layer(cache: jax.Array, layer: int | jax.Array) -> jax.Array:
+    """Layer ``layer``'s entry of a stacked cache [layers, ...]."""
+    return jax.lax.dynamic_index_in_dim(cache, layer, axis=0, keepdims=False)
+
+
 def constrain_heads(x: jax.Array) -> jax.Array:
     """Constraint for [batch, len, heads, head_dim] activations."""
     return constrain(

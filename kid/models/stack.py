@@ -4,9 +4,13 @@ Scanning (``nn.scan``) compiles one layer instead of L and stores parameters wit
 ``layers`` axis; ``scan_params`` / ``unscan_params`` convert between the two layouts.
 Rematerialisation (``nn.remat``) trades recomputation for activation memory in training.
 
-Layers have the signature ``layer(x, cache, *broadcast_args, deterministic) -> (x, cache)``
-where ``cache`` is a pytree whose arrays carry a leading layer axis at the stack level (None
-when not decoding).
+Layers have the scan-body signature
+``layer((x, cache), layer_index, *broadcast_args, deterministic) -> ((x, cache), None)``.
+``cache`` is a pytree of arrays stacked over all layers (leading layer axis), or None when not
+decoding: each layer reads and writes its own entry ``layer_index`` of the stacked arrays
+(``kid.models.layers.write_layer`` / ``read_layer``). Keeping the whole stack in the carry lets
+XLA update the cache in place; slicing a layer's cache out and writing it back would copy the
+whole cache every step.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import jax.numpy as jnp
 def make_layers(layer_cls: type[nn.Module], config: Any, num_layers: int, num_args: int):
     """Layer modules to assign in ``setup``: a list (unrolled) or one scanned module.
 
-    num_args: the number of broadcast arguments between ``cache`` and ``deterministic``.
+    num_args: the number of broadcast arguments between ``layer_index`` and ``deterministic``.
     """
     if config.remat:
-        # Argument 0 is the module itself; deterministic is the last argument.
+        # Argument 0 is the module itself, 2 the layer index (a Python int when unrolled);
+        # deterministic is the last argument.
+        deterministic = num_args + 3
         layer_cls = nn.remat(
-            layer_cls, prevent_cse=not config.scan_layers, static_argnums=(num_args + 3,)
+            layer_cls,
+            prevent_cse=not config.scan_layers,
+            static_argnums=(deterministic,) if config.scan_layers else (2, deterministic),
         )
     if not config.scan_layers:
         return [layer_cls(config) for _ in range(num_layers)]
@@ -42,13 +50,13 @@ def make_layers(layer_cls: type[nn.Module], config: Any, num_layers: int, num_ar
 
 def apply_layers(layers, x: jax.Array, cache, *args):
     """Run the stack from ``make_layers``; returns (x, cache)."""
-    if not isinstance(layers, list | tuple):
-        return layers(x, cache, *args)
-    for i, layer in enumerate(layers):
-        layer_cache = None if cache is None else jax.tree.map(lambda c, i=i: c[i], cache)
-        x, layer_cache = layer(x, layer_cache, *args)
-        if cache is not None:
-            cache = jax.tree.map(lambda c, u, i=i: c.at[i].set(u), cache, layer_cache)
+    if isinstance(layers, list | tuple):
+        for i, layer in enumerate(layers):
+            (x, cache), _ = layer((x, cache), i, *args)
+        return x, cache
+    # The scanned layer index is only needed to address the cache.
+    indices = None if cache is None else jnp.arange(jax.tree.leaves(cache)[0].shape[0])
+    (x, cache), _ = layers((x, cache), indices, *args)
     return x, cache
 
 

@@ -46,7 +46,9 @@ from kid.models.layers import (
     attention,
     build_mask,
     constrain_heads,
+    read_layer,
     write_cache,
+    write_layer,
 )
 from kid.models.stack import apply_layers, make_layers
 from kid.sharding import constrain
@@ -164,54 +166,63 @@ class T5EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, cache, mask, bias, deterministic: bool):
+    def __call__(self, carry, layer, mask, bias, deterministic: bool):
+        """A ``kid.models.stack`` layer: carry is (x, None), the encoder has no cache."""
+        del layer
+        x, cache = carry
         cfg = self.config
         dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
         attn = T5Attention(cfg, name="self_attn")
         h = _norm(cfg, "self_attn_norm")(x)
         x = x + dropout(attn(h, *attn.key_values(h, deterministic), mask, bias, deterministic))
         x = x + dropout(T5Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x), deterministic))
-        return constrain(x, EMBED_AXES), cache
+        return (constrain(x, EMBED_AXES), cache), None
 
 
 class T5DecoderLayer(nn.Module):
     """Self-attention, cross-attention, MLP.
 
-    cache: None, or (keys, values, cross_keys, cross_values) of this layer. When ``encoded``
+    A ``kid.models.stack`` layer: carry is (x, cache), cache None or (keys, values,
+    cross_keys, cross_values) stacked over layers (this is layer ``layer``). When ``encoded``
     is given the cross keys/values are computed from it (and stored in the cache); otherwise
-    they are read from the cache.
+    they are read from the cache, which then leaves them untouched.
     """
 
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, cache, encoded, self_mask, cross_mask, bias, index, deterministic: bool):
+    def __call__(
+        self, carry, layer, encoded, self_mask, cross_mask, bias, index, deterministic: bool
+    ):
+        x, cache = carry
         cfg = self.config
         dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
         self_attn = T5Attention(cfg, name="self_attn")
         h = _norm(cfg, "self_attn_norm")(x)
         keys, values = self_attn.key_values(h, deterministic)
         if cache is not None:
-            keys, values = write_cache(cache[0], keys, index), write_cache(cache[1], values, index)
+            self_keys = write_layer(cache[0], keys, layer, index)
+            self_values = write_layer(cache[1], values, layer, index)
+            cache = (self_keys, self_values, *cache[2:])
+            keys, values = read_layer(self_keys, layer), read_layer(self_values, layer)
         x = x + dropout(self_attn(h, keys, values, self_mask, bias, deterministic))
 
         cross_attn = T5Attention(cfg, name="cross_attn")
         if encoded is not None:
             cross_keys, cross_values = cross_attn.key_values(encoded, deterministic)
+            if cache is not None:
+                cache = (
+                    *cache[:2],
+                    write_layer(cache[2], cross_keys, layer, 0),
+                    write_layer(cache[3], cross_values, layer, 0),
+                )
         else:
-            cross_keys, cross_values = cache[2], cache[3]
+            cross_keys, cross_values = read_layer(cache[2], layer), read_layer(cache[3], layer)
         h = _norm(cfg, "cross_attn_norm")(x)
         x = x + dropout(cross_attn(h, cross_keys, cross_values, cross_mask, None, deterministic))
 
         x = x + dropout(T5Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x), deterministic))
-        if cache is not None:
-            cache = (
-                keys,
-                values,
-                cross_keys.astype(cache[2].dtype),
-                cross_values.astype(cache[3].dtype),
-            )
-        return constrain(x, EMBED_AXES), cache
+        return (constrain(x, EMBED_AXES), cache), None
 
 
 class T5Encoder(nn.Module):
