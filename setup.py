@@ -1,4 +1,5 @@
 """kid: knowledge distillation of text-to-SQL language models in JAX/Flax."""
+
 import setuptools
 
 # Pinned to the versions tested on the development machine (CPU, Python 3.11).
