@@ -1,4 +1,5 @@
 import json
+import sqlite3
 
 import pytest
 
@@ -52,3 +53,18 @@ def test_bad_entry_names_the_field(tmp_path):
 def test_missing_sqlite_file(tmp_path):
     with pytest.raises(schema_lib.SchemaError, match="not found"):
         schema_lib.schema_from_sqlite(tmp_path / "nope.sqlite")
+
+
+@pytest.mark.parametrize("folder", ["a#b", "a?b", "a%20b", "a b"])
+def test_sqlite_fallback_opens_read_only_in_any_folder(spider_dir, tmp_path, folder):
+    """URI characters in the path must neither cut off mode=ro nor open another file."""
+    db = tmp_path / folder / "pets_1.sqlite"
+    db.parent.mkdir()
+    db.write_bytes((spider_dir / "database/pets_1/pets_1.sqlite").read_bytes())
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    schema = schema_lib.schema_from_sqlite(db)
+    assert [t.original for t in schema.tables] == ["Student", "Has_Pet", "Pets"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    with schema_lib.connect_read_only(db) as conn:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE t (x)")

@@ -58,12 +58,8 @@ def parsed(data, schemas) -> dict[str, list[dict]]:
     }
 
 
-def _connect(path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
 def _db(bench, db_id) -> sqlite3.Connection:
-    return _connect(bench / "database" / db_id / f"{db_id}.sqlite")
+    return schema_lib.connect_read_only(schema_lib.db_file(bench / "database", db_id))
 
 
 def _tree_digest(folder: pathlib.Path) -> dict[str, str]:
@@ -152,7 +148,7 @@ def test_test_suite_copies_share_the_schema_but_not_the_rows(bench, data, schema
         )
         rows = main.execute(f"SELECT * FROM {big.original}").fetchall()
         for copy_path in sorted((bench / "database_ts" / db_id).iterdir()):
-            copy = _connect(copy_path)
+            copy = schema_lib.connect_read_only(copy_path)
             assert copy.execute(ddl).fetchall() == main.execute(ddl).fetchall()
             assert copy.execute(f"SELECT * FROM {big.original}").fetchall() != rows
             for q in gold[db_id]:

@@ -8,10 +8,12 @@ from kid.data import pipeline, spider, tfds_spider
 
 @pytest.fixture(scope="module")
 def manual_dir(tmp_path_factory, spider_dir):
-    """A small Spider-format folder: split subsets, tables.json, the real databases."""
+    """A small Spider-format folder: split subsets, tables.json, the real databases, and one
+    dev example on a database that exists nowhere."""
     d = tmp_path_factory.mktemp("manual")
-    for name, n in (("dev.json", 40), ("train_spider.json", 30)):
-        records = json.loads((spider_dir / name).read_text())[:n]
+    ghost = {"db_id": "ghost", "question": "How many?", "query": "SELECT count(*) FROM t"}
+    for name, n, extra in (("dev.json", 40, [ghost]), ("train_spider.json", 30, [])):
+        records = json.loads((spider_dir / name).read_text())[:n] + extra
         (d / name).write_text(json.dumps(records))
     shutil.copy(spider_dir / "tables.json", d / "tables.json")
     (d / "database").symlink_to(spider_dir / "database")
@@ -50,6 +52,7 @@ def test_pipeline_reads_the_tfds_source(manual_dir, tmp_path):
     from_json = pipeline.load_split(config, "dev.json")
     assert [_fields(e) for e in from_tfds.examples] == [_fields(e) for e in from_json.examples]
     assert from_tfds.schemas == from_json.schemas and from_tfds.db_dir == from_json.db_dir
+    assert from_tfds.missing_databases == from_json.missing_databases == {"ghost": 1}
 
 
 def test_no_split_files_is_an_error(tmp_path):

@@ -35,7 +35,6 @@ import numpy as np
 from absl import flags, logging
 
 from kid.data import batching, prompts, spider
-from kid.data import schema as schema_lib
 from kid.data import tokenizer as tokenizer_lib
 from kid.data import values as values_lib
 
@@ -369,18 +368,11 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> spider.Dataset:
         config.dir, split, data_dir=config.tfds_data_dir, config_name=config.tfds_config
     )
     # Schemas and databases stay in the manual directory, beside the split's json files.
-    layouts = {spider.layout_for(os.path.join(config.dir, e.source)) for e in examples}
+    sources = {e.source for e in examples}
+    layouts = {spider.layout_for(os.path.join(config.dir, s)) for s in sources}
     if len(layouts) != 1:
         raise ValueError(f"TFDS split {split!r} mixes table files and databases: {layouts}")
-    tables_file, db_dir = layouts.pop()
-    db_ids = sorted({e.db_id for e in examples})
-    tables = schema_lib.load_tables(tables_file)
-    return spider.Dataset(
-        tuple(examples),
-        schema_lib.schemas_for(db_ids, tables, db_dir),
-        db_dir if os.path.isdir(db_dir) else None,
-        (),
-    )
+    return spider.assemble(examples, (), *layouts.pop())
 
 
 def prepare_tokenizer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -136,8 +137,29 @@ def _spider_type(declared: str) -> str:
     return "others"
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def quote_identifier(name: str) -> str:
+    """A quoted sqlite identifier. Not "name": sqlite reads an unknown "name" as a string."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def db_file(db_dir: str | os.PathLike[str], db_id: str) -> str:
+    """The sqlite file of `db_id` in a Spider-format database folder."""
+    return os.path.join(db_dir, db_id, f"{db_id}.sqlite")
+
+
+def existing_db_file(db_dir: str | os.PathLike[str] | None, db_id: str) -> str | None:
+    """`db_file(db_dir, db_id)`, or None when there is no folder or no such file."""
+    if db_dir is None:
+        return None
+    path = db_file(db_dir, db_id)
+    return path if os.path.exists(path) else None
+
+
+def connect_read_only(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection that cannot write: sqlite URI mode=ro on the absolute file path (escaped,
+    so a '#' or '?' in a folder name cannot cut the mode off)."""
+    uri = pathlib.Path(db_path).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True)
 
 
 def schema_from_sqlite(db_path: str | os.PathLike[str], db_id: str | None = None) -> Schema:
@@ -146,7 +168,10 @@ def schema_from_sqlite(db_path: str | os.PathLike[str], db_id: str | None = None
     if not os.path.exists(db_path):
         raise SchemaError(f"{db_path}: database file not found")
     db_id = db_id or os.path.splitext(os.path.basename(db_path))[0]
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        conn = connect_read_only(db_path)
+    except sqlite3.DatabaseError as e:
+        raise SchemaError(f"{db_path}: cannot open database: {e}") from e
     try:
         table_names = [
             r[0]
@@ -159,11 +184,13 @@ def schema_from_sqlite(db_path: str | os.PathLike[str], db_id: str | None = None
         fk_names = []
         for t, table in enumerate(table_names):
             tables.append(Table(_natural(table), table))
-            for _, name, declared, _, _, pk in conn.execute(f"PRAGMA table_info({_quote(table)})"):
+            for _, name, declared, _, _, pk in conn.execute(
+                f"PRAGMA table_info({quote_identifier(table)})"
+            ):
                 if pk:
                     primary.append(len(columns))
                 columns.append(Column(t, _natural(name), name, _spider_type(declared or "")))
-            for row in conn.execute(f"PRAGMA foreign_key_list({_quote(table)})"):
+            for row in conn.execute(f"PRAGMA foreign_key_list({quote_identifier(table)})"):
                 fk_names.append((table, row[3], row[2], row[4]))
     except sqlite3.DatabaseError as e:
         raise SchemaError(f"{db_path}: cannot read schema: {e}") from e
@@ -198,5 +225,5 @@ def schemas_for(
         if db_id in tables:
             out[db_id] = tables[db_id]
         elif db_dir is not None:
-            out[db_id] = schema_from_sqlite(os.path.join(db_dir, db_id, f"{db_id}.sqlite"), db_id)
+            out[db_id] = schema_from_sqlite(db_file(db_dir, db_id), db_id)
     return out

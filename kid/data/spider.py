@@ -52,10 +52,7 @@ class Dataset:
 
     def db_path(self, db_id: str) -> str | None:
         """The sqlite file of `db_id`, or None when it does not exist."""
-        if self.db_dir is None:
-            return None
-        path = os.path.join(self.db_dir, db_id, f"{db_id}.sqlite")
-        return path if os.path.exists(path) else None
+        return schema_lib.existing_db_file(self.db_dir, db_id)
 
     @property
     def missing_databases(self) -> dict[str, int]:
@@ -164,25 +161,30 @@ def load_dataset(
     tables_file = os.fspath(tables_file or default_tables)
     db_dir = os.fspath(db_dir or default_db_dir)
     examples, problems = read_examples(split_file, strict=strict)
+    return assemble(examples, problems, tables_file, db_dir)
+
+
+def assemble(
+    examples: Sequence[Example],
+    problems: Sequence[Problem],
+    tables_file: str | os.PathLike[str],
+    db_dir: str | os.PathLike[str],
+) -> Dataset:
+    """A Dataset of read examples: their schemas (from tables_file, else the sqlite files),
+    and a `missing_database` Problem for each example whose sqlite file is absent."""
+    tables_file, db_dir = os.fspath(tables_file), os.fspath(db_dir)
     tables = schema_lib.load_tables(tables_file) if os.path.exists(tables_file) else {}
-    present = {e.db_id for e in examples if os.path.exists(_db_file(db_dir, e.db_id))}
+    db_ids = {e.db_id for e in examples}
+    present = {d for d in db_ids if os.path.exists(schema_lib.db_file(db_dir, d))}
+    problems = list(problems)
     for e in examples:
         if e.db_id not in present:
+            missing = schema_lib.db_file(db_dir, e.db_id)
             problems.append(
-                Problem(
-                    split_file,
-                    e.index,
-                    "missing_database",
-                    f"{e.db_id} ({_db_file(db_dir, e.db_id)} not found)",
-                )
+                Problem(e.source, e.index, "missing_database", f"{e.db_id} ({missing} not found)")
             )
     # Examples on a database with neither schema nor file are reported as missing above.
-    known = {e.db_id for e in examples} & (set(tables) | present)
-    schemas = schema_lib.schemas_for(sorted(known), tables, db_dir)
+    schemas = schema_lib.schemas_for(sorted(db_ids & (set(tables) | present)), tables, db_dir)
     return Dataset(
         tuple(examples), schemas, db_dir if os.path.isdir(db_dir) else None, tuple(problems)
     )
-
-
-def _db_file(db_dir: str, db_id: str) -> str:
-    return os.path.join(db_dir, db_id, f"{db_id}.sqlite")

@@ -171,12 +171,7 @@ def roundtrip_failures(tok: Tokenizer, texts: Sequence[str]) -> list[tuple[str, 
 def missing_characters(tok: Tokenizer, texts: Iterable[str]) -> list[str]:
     """Non-space characters of `texts` the vocabulary cannot encode and decode back."""
     chars = sorted({c for text in texts for c in text if not c.isspace()})
-    ids = tok.encode(chars, add_special_tokens=False)
-    return [
-        c
-        for c, seq in zip(chars, ids, strict=True)
-        if tok.hf.decode(seq, skip_special_tokens=False, clean_up_tokenization_spaces=False) != c
-    ]
+    return [c for c, _ in roundtrip_failures(tok, chars)]
 
 
 def tokens_for_missing(tok: Tokenizer, texts: Iterable[str]) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -99,15 +98,9 @@ class DatabaseValues:
         return any(w not in STOPWORDS and w not in self.schema_words and len(w) >= 3 for w in gram)
 
 
-def _quote(name: str) -> str:
-    """A quoted identifier. Not "name": sqlite reads an unknown "name" as a string."""
-    return "`" + name.replace("`", "``") + "`"
-
-
 def connect_read_only(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A connection that cannot write: sqlite URI mode=ro on the absolute file path."""
-    uri = pathlib.Path(db_path).resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True)
+    """A read-only connection that reads text that is not valid UTF-8 without failing."""
+    conn = schema_lib.connect_read_only(db_path)
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     return conn
 
@@ -115,8 +108,8 @@ def connect_read_only(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
 def _column_values(
     conn: sqlite3.Connection, table: str, column: str, where: str, limit: int
 ) -> Iterator[object]:
-    col = _quote(column)
-    sql = f"SELECT DISTINCT {col} FROM {_quote(table)} WHERE {col} IS NOT NULL AND {where}"
+    col = schema_lib.quote_identifier(column)
+    sql = f"SELECT DISTINCT {col} FROM {schema_lib.quote_identifier(table)} WHERE {col} IS NOT NULL AND {where}"
     yield from (row[0] for row in conn.execute(f"{sql} LIMIT {int(limit)}"))
 
 
@@ -124,7 +117,9 @@ def _samples(
     conn: sqlite3.Connection, table: str, column: str, options: ValueOptions
 ) -> tuple[str, ...]:
     """Up to num_samples distinct non-empty values of at most max_sample_chars."""
-    short = f"length(CAST({_quote(column)} AS TEXT)) <= {options.max_sample_chars}"
+    short = (
+        f"length(CAST({schema_lib.quote_identifier(column)} AS TEXT)) <= {options.max_sample_chars}"
+    )
     samples = []
     for v in _column_values(conn, table, column, short, 4 * options.num_samples):
         text = "" if isinstance(v, bytes) else display(v)
@@ -137,7 +132,7 @@ def _indexed_texts(
     conn: sqlite3.Connection, table: str, column: str, options: ValueOptions
 ) -> list[str]:
     """Distinct non-empty text values short enough to be named in a question."""
-    col = _quote(column)
+    col = schema_lib.quote_identifier(column)
     short = f"typeof({col}) = 'text' AND length({col}) <= {options.max_indexed_chars}"
     texts = (
         display(v)
@@ -211,10 +206,7 @@ class ValueStore:
         self._cache: dict[str, DatabaseValues | None] = {}
 
     def db_path(self, db_id: str) -> str | None:
-        if self._db_dir is None:
-            return None
-        path = os.path.join(self._db_dir, db_id, f"{db_id}.sqlite")
-        return path if os.path.exists(path) else None
+        return schema_lib.existing_db_file(self._db_dir, db_id)
 
     def get(self, db_id: str) -> DatabaseValues | None:
         if db_id not in self._cache:

@@ -212,7 +212,7 @@ class Scorer:
         return verdicts
 
     def db_path(self, db_id: str) -> str:
-        return os.path.join(self.db_dir, db_id, f"{db_id}.sqlite")
+        return schema_lib.db_file(self.db_dir, db_id)
 
     def _databases(self, db_id: str) -> tuple[str | None, list[str]]:
         """(main database or None when missing, test-suite databases) of a db_id."""

@@ -59,7 +59,7 @@ def _databases(
     contexts = []
     for d in domain_list:
         conn = database.connect(d, database.populate(d, _stream(seed, "db", d.db_id)))
-        database.write(conn, os.path.join(folder, "database", d.db_id, f"{d.db_id}.sqlite"))
+        database.write(conn, schema_lib.db_file(os.path.join(folder, "database"), d.db_id))
         for k in range(1, ts_copies + 1):
             rows = database.populate(d, _stream(seed, "ts", d.db_id, k))
             copy = database.connect(d, rows)

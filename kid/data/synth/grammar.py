@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from kid.data.synth import phrasing as ph
@@ -30,6 +31,7 @@ from kid.data.synth.semantics import (
     Filter,
     ParentWhere,
     Related,
+    Relation,
     VersusAverage,
     Where,
     relations,
@@ -91,7 +93,7 @@ LEVEL_KNOBS = {
     "easy": Knobs(
         {"list": 0.55, "aggregate": 0.35, "group": 0.1, "set": 0.0},
         (0.6, 0.4, 0.0),
-        {"where": 1.0, "parent": 0.0, "related": 0.0, "related_not": 0.0, "average": 0.0},
+        _PLAIN,
         0.15, (0.85, 0.15, 0.0), 0.0, 0.3, 0.5, 0.0,
     ),
     "medium": Knobs(
@@ -194,8 +196,8 @@ def _cut(rng: random.Random, values: list[Any], op: str) -> Any:
     return v if passes else None
 
 
-def _filter_kinds(ctx: Context, table: TableSpec) -> dict[str, bool]:
-    has_relations = bool(relations(ctx.domain, table))
+def _filter_kinds(table: TableSpec, related: Sequence[Relation]) -> dict[str, bool]:
+    has_relations = bool(related)
     return {
         "where": bool(table.with_role(*SELECTABLE)),
         "parent": bool(table.foreign_keys),
@@ -208,7 +210,8 @@ def _filter_kinds(ctx: Context, table: TableSpec) -> dict[str, bool]:
 def sample_filter(
     rng: random.Random, ctx: Context, table: TableSpec, knobs: Knobs
 ) -> Filter | None:
-    available = _filter_kinds(ctx, table)
+    related = relations(ctx.domain, table)
+    available = _filter_kinds(table, related)
     weights = {k: w for k, w in knobs.kinds.items() if available[k]}
     if not any(weights.values()):
         return None
@@ -222,7 +225,7 @@ def sample_filter(
         return ParentWhere(fk, cond) if cond else None
     if kind == "average":
         return VersusAverage(table, rng.choice(table.with_role("num")), rng.choice("<>"))
-    relation = rng.choice(relations(ctx.domain, table))
+    relation = rng.choice(related)
     cond = None
     if relation.hop is not None or rng.random() < 0.6:
         cond = sample_cond(rng, ctx, relation.target, knobs.like)

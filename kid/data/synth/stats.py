@@ -15,17 +15,14 @@ from typing import Any
 from kid.data import schema as schema_lib
 from kid.data import spider
 from kid.data.synth import constructs
+from kid.data.synth import splits as splits_lib
 from kid.sql import hardness, spider_parse
 
 SPLITS = ("train", "dev_in_domain", "dev")
 
 
-def _connect_read_only(path: str) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
 def _db_path(folder: str, db_id: str) -> str:
-    return os.path.join(folder, "database", db_id, f"{db_id}.sqlite")
+    return schema_lib.db_file(os.path.join(folder, "database"), db_id)
 
 
 def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
@@ -34,10 +31,10 @@ def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[
         if not os.path.exists(_db_path(folder, db_id)):
             continue
         tables.append(len(schema.tables))
-        conn = _connect_read_only(_db_path(folder, db_id))
+        conn = schema_lib.connect_read_only(_db_path(folder, db_id))
         for t in schema.tables:
-            name = t.original.replace('"', '""')
-            rows.append(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
+            table = schema_lib.quote_identifier(t.original)
+            rows.append(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         conn.close()
         ts_dir = os.path.join(folder, "database_ts", db_id)
         copies.append(len(os.listdir(ts_dir)) if os.path.isdir(ts_dir) else 0)
@@ -65,10 +62,10 @@ def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema])
             if not os.path.exists(_db_path(folder, e.db_id)):
                 missing += 1
                 continue
-            connections[e.db_id] = _connect_read_only(_db_path(folder, e.db_id))
+            connections[e.db_id] = schema_lib.connect_read_only(_db_path(folder, e.db_id))
         try:
             rows = connections[e.db_id].execute(e.query).fetchall()
-            empty += not any(v is not None for row in rows for v in row)
+            empty += not splits_lib.non_empty(rows)
         except sqlite3.Error:
             errors += 1
     for conn in connections.values():
