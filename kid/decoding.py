@@ -586,7 +586,7 @@ def generate(
     eos_id, pad_id = _special_ids(module, eos_id, pad_id)
     logits, cache, step = prefill(module, params, input_ids, attention_mask, max_new_tokens)
     if method == "beam":
-        if forced_mask is not None:
+        if forced_tokens is not None or forced_mask is not None:
             raise ValueError("forced decoding is greedy or sampled, not beam search")
         return beam_search(
             logits,
@@ -597,7 +597,7 @@ def generate(
             eos_id=eos_id,
             pad_id=pad_id,
             length_penalty=length_penalty,
-            reorder_cache=lambda cache, rows: cache.take(rows),
+            reorder_cache=lambda cache, rows: cache.reorder_beams(rows),
         )
     select = sampler(
         method,

@@ -24,8 +24,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
 
-MESH_AXES = ("data", "fsdp", "tensor")
-
 # (logical, mesh) pairs; the first pair whose mesh axes are free and divide the dimension
 # wins, otherwise the dimension is replicated. Weights and activations have separate names.
 DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (

@@ -28,6 +28,20 @@ def random_params(module, seed: int = 0, scale: float = 0.3):
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
+def uncached_logits(module, variables, ids, mask, tokens) -> np.ndarray:
+    """Forward logits [batch, new, vocab] predicting each of ``tokens`` [batch, new] after
+    the prompts ``ids``: the reference that cached decoding must reproduce."""
+    new = tokens.shape[1]
+    if models.is_encoder_decoder(module):
+        start = np.full((len(ids), 1), module.config.decoder_start_token_id)
+        decoder_ids = np.concatenate([start, tokens[:, :-1]], 1)
+        return np.asarray(module.apply(variables, ids, mask, decoder_ids))
+    full = np.concatenate([ids, tokens], 1)
+    full_mask = np.concatenate([mask, np.ones_like(tokens)], 1)
+    logits = module.apply(variables, full, full_mask)
+    return np.asarray(logits)[:, ids.shape[1] - 1 : ids.shape[1] - 1 + new]
+
+
 @functools.cache
 def jitted_apply(module):
     """``module.apply`` jitted once per module, with method/max_new_tokens static."""

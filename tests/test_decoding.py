@@ -63,6 +63,13 @@ def run_sample(model, starts, *, eos_id=None, pad_id=0, rng=None, max_new_tokens
     )
 
 
+def run_beam(model, starts, *, num_beams, **kwargs):
+    logits, cache = model.start(starts)
+    return decoding.beam_search(
+        logits, jnp.repeat(cache, num_beams, axis=0), model.step, num_beams=num_beams, **kwargs
+    )
+
+
 def test_filter_logits_exact():
     logits = jnp.array([[1.0, 3.0, 2.0, 0.0], [0.0, 0.0, 5.0, -1.0]])
     inf = -np.inf
@@ -202,17 +209,10 @@ def exhaustive_search(model, start, max_new_tokens, eos_id, alpha):
 def test_beam_search_without_pruning_is_exhaustive_search(eos_id, alpha):
     model, length, beams = ToyLM(vocab=4, max_len=4, seed=5, scale=2.0), 4, 54
     starts = [1, 3]
-    logits, cache = model.start(starts)
-    out = decoding.beam_search(
-        logits,
-        jnp.repeat(cache, beams, axis=0),
-        model.step,
-        num_beams=beams,
-        max_new_tokens=length,
-        eos_id=eos_id,
-        pad_id=0,
+    out = run_beam(
+        model, starts, num_beams=beams, max_new_tokens=length, eos_id=eos_id, pad_id=0,
         length_penalty=alpha,
-    )
+    )  # fmt: skip
     for row, start in enumerate(starts):
         reference = exhaustive_search(model, start, length, eos_id, alpha)[:beams]
         scores = np.asarray(out.scores[row, : len(reference)])
@@ -249,15 +249,8 @@ def beam_reference(model, start, beams, max_new_tokens, eos_id, alpha):
 def test_pruned_beam_search_matches_reference(alpha):
     model, beams, length = ToyLM(vocab=5, max_len=6, seed=10, scale=2.0), 3, 6
     starts = [0, 1, 2, 3]
-    logits, cache = model.start(starts)
-    out = decoding.beam_search(
-        logits,
-        jnp.repeat(cache, beams, axis=0),
-        model.step,
-        num_beams=beams,
-        max_new_tokens=length,
-        eos_id=1,
-        length_penalty=alpha,
+    out = run_beam(
+        model, starts, num_beams=beams, max_new_tokens=length, eos_id=1, length_penalty=alpha
     )
     for row, start in enumerate(starts):
         reference = beam_reference(model, start, beams, length, 1, alpha)
@@ -295,16 +288,8 @@ def test_one_beam_equals_greedy():
     model = ToyLM(vocab=5, max_len=8, seed=1)
     starts = list(range(5))
     greedy = run_sample(model, starts, eos_id=2, pad_id=4, max_new_tokens=8)
-    logits, cache = model.start(starts)
-    beam = decoding.beam_search(
-        logits,
-        cache,
-        model.step,
-        num_beams=1,
-        max_new_tokens=8,
-        eos_id=2,
-        pad_id=4,
-        length_penalty=0.0,
+    beam = run_beam(
+        model, starts, num_beams=1, max_new_tokens=8, eos_id=2, pad_id=4, length_penalty=0.0
     )
     np.testing.assert_array_equal(beam.tokens, greedy.tokens)
     np.testing.assert_allclose(beam.logprobs, greedy.logprobs, atol=1e-5)

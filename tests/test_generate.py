@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from model_helpers import random_params
+from model_helpers import random_params, uncached_logits
 
 from kid import decoding, models
 
@@ -70,19 +70,6 @@ def run_generate(module, params, ids, mask, **kwargs):
     return decoding.generate(module, params, ids, mask, **kwargs)
 
 
-def full_logits(module, params, ids, mask, tokens):
-    """Uncached forward logits predicting each new token [batch, new, vocab]."""
-    new = tokens.shape[1]
-    if models.is_encoder_decoder(module):
-        start = np.full((len(ids), 1), module.config.decoder_start_token_id)
-        decoder_ids = np.concatenate([start, tokens[:, :-1]], 1)
-        return np.asarray(module.apply({"params": params}, ids, mask, decoder_ids))
-    full = np.concatenate([ids, tokens], 1)
-    full_mask = np.concatenate([mask, np.ones_like(tokens)], 1)
-    logits = module.apply({"params": params}, full, full_mask)
-    return np.asarray(logits)[:, ids.shape[1] - 1 : ids.shape[1] - 1 + new]
-
-
 def mid_way_token(tokens: np.ndarray) -> int:
     """A token first emitted mid-way by some row, present in as many rows as possible: as EOS,
     rows finish at different steps."""
@@ -117,7 +104,7 @@ def test_greedy_matches_transformers(name, tmp_root):
     assert len(set(np.asarray(ours.lengths))) > 1  # rows finish at different steps
     # The comparison is meaningful: greedy choices are not near-ties; and the cached loop
     # reproduces the uncached forward pass, log-probabilities included.
-    logits = full_logits(module, params, ids, mask, free_tokens)
+    logits = uncached_logits(module, {"params": params}, ids, mask, free_tokens)
     top2 = np.sort(logits, -1)[..., -2:]
     assert (top2[..., 1] - top2[..., 0]).min() > 1e-3
     np.testing.assert_array_equal(free_tokens, logits.argmax(-1))
@@ -187,9 +174,19 @@ def test_forced_decoding_free_tokens_are_argmax_of_uncached_forward(name):
     )  # fmt: skip
     tokens = np.asarray(out.tokens)
     np.testing.assert_array_equal(tokens[forced_mask], forced_tokens[forced_mask])
-    logits = full_logits(module, params, ids, mask, tokens)
+    logits = uncached_logits(module, {"params": params}, ids, mask, tokens)
     np.testing.assert_array_equal(tokens[~forced_mask], logits.argmax(-1)[~forced_mask])
     assert (tokens[~forced_mask] != forced_tokens[~forced_mask]).any()
+
+
+@pytest.mark.parametrize("forced", ["forced_tokens", "forced_mask"])
+def test_beam_search_refuses_forced_positions(forced):
+    module, params = kid_model("qwen2-tiny")
+    with pytest.raises(ValueError, match="not beam search"):
+        decoding.generate(
+            module, params, PROMPTS, PROMPT_MASK, max_new_tokens=NEW_TOKENS, method="beam",
+            **{forced: np.zeros((len(PROMPTS), NEW_TOKENS), np.int32)},
+        )  # fmt: skip
 
 
 def test_sampling_respects_top_k_on_a_model():
@@ -199,7 +196,7 @@ def test_sampling_respects_top_k_on_a_model():
         method="sample", rng=jax.random.key(0), top_k=3, temperature=2.0,
     )  # fmt: skip
     tokens = np.asarray(out.tokens)
-    logits = full_logits(module, params, PROMPTS, PROMPT_MASK, tokens)
+    logits = uncached_logits(module, {"params": params}, PROMPTS, PROMPT_MASK, tokens)
     rank = (logits > np.take_along_axis(logits, tokens[..., None], -1)).sum(-1)
     assert rank.max() < 3 and rank.max() > 0  # sampled, not greedy, and inside the top 3
 
@@ -216,11 +213,15 @@ def test_guided_decoding_on_models():
       attention_mask=PROMPT_MASK, rng=jax.random.key(1))  # fmt: skip
     tokens, replaced = np.asarray(out.tokens), np.asarray(out.replaced)
     assert 0 < replaced.mean() < 1
-    teacher_logits = full_logits(teacher, teacher_params, PROMPTS, PROMPT_MASK, tokens)
+    teacher_logits = uncached_logits(
+        teacher, {"params": teacher_params}, PROMPTS, PROMPT_MASK, tokens
+    )
     kth = np.sort(teacher_logits, -1)[..., -3]
     in_top_k = np.take_along_axis(teacher_logits, tokens[..., None], -1)[..., 0] >= kth
     assert (in_top_k | replaced).all()
-    student_logits = full_logits(student, student_params, PROMPTS, PROMPT_MASK, tokens)
+    student_logits = uncached_logits(
+        student, {"params": student_params}, PROMPTS, PROMPT_MASK, tokens
+    )
     expected = np.take_along_axis(jax.nn.log_softmax(student_logits), tokens[..., None], -1)
     np.testing.assert_allclose(out.logprobs, expected[..., 0], atol=1e-4)
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from model_helpers import jitted_apply, random_params
+from model_helpers import jitted_apply, random_params, uncached_logits
 
 from kid import models
 
@@ -79,6 +79,21 @@ def test_cache_take_and_repeat_reorder_rows():
     np.testing.assert_allclose(step_taken, step[rows], atol=1e-5)
 
 
+def test_reorder_beams_equals_take_within_each_example():
+    """Beam search reorders rows within an example's beams: gathering only the
+    self-attention side gives the same cache as gathering everything."""
+    module, variables = _model("t5-tiny")
+    _, cache = jitted_apply(module)(
+        variables, PROMPTS, PROMPT_MASK, max_new_tokens=2, method="prefill"
+    )
+    beams = cache.repeat(2)
+    rows = jnp.array([1, 1, 3, 2, 4, 4])  # beam parents, each within its own example
+    reordered, taken = beams.reorder_beams(rows), beams.take(rows)
+    for got, want in zip(jax.tree.leaves(reordered), jax.tree.leaves(taken), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert reordered.cross_keys is beams.cross_keys  # not gathered again
+
+
 @pytest.mark.parametrize(("name", "scan"), [("qwen2-tiny", False), ("t5-tiny", True)])
 def test_decode_inside_scan_matches_full_forward(name, scan):
     """The cache is a scan carry: greedy decoding as one jitted lax.scan gives, at every
@@ -102,15 +117,7 @@ def test_decode_inside_scan_matches_full_forward(name, scan):
         return tokens.T, jnp.swapaxes(logits, 0, 1)  # [B, steps], [B, steps, V]
 
     tokens, logits = greedy(variables)
-    apply = jitted_apply(module)
-    if models.is_encoder_decoder(module):
-        start = np.zeros((PROMPTS.shape[0], 1), np.int64)
-        decoder_ids = np.concatenate([start, tokens[:, :-1]], axis=1)
-        full = apply(variables, PROMPTS, PROMPT_MASK, decoder_ids)
-    else:
-        ids = np.concatenate([PROMPTS, tokens[:, :-1]], axis=1)
-        mask = np.concatenate([PROMPT_MASK, np.ones_like(tokens[:, :-1])], axis=1)
-        full = apply(variables, ids, mask)[:, PROMPTS.shape[1] - 1 :]
+    full = uncached_logits(module, variables, PROMPTS, PROMPT_MASK, np.asarray(tokens))
     np.testing.assert_allclose(logits, full, atol=1e-4)
 
 

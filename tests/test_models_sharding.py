@@ -69,22 +69,27 @@ def _on_eight_devices(directories: dict[str, pathlib.Path], out: pathlib.Path) -
             "/".join(k.key for k in path): str(x.sharding.spec)
             for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
         }
-        inputs = _four_rows(name)
-        with sharding.use_mesh(mesh), jax.default_matmul_precision("highest"):
-            apply = jax.jit(module.apply, static_argnames=("method", "max_new_tokens"))
-            results[name] = np.asarray(apply({"params": params}, **inputs))
-            first, cache = apply(
-                {"params": params},
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                max_new_tokens=2,
-                method="prefill",
-            )
-            step, _ = apply({"params": params}, first.argmax(-1)[:, None], cache, method="decode")
-        results[f"{name}_prefill"] = np.asarray(first)
-        results[f"{name}_step"] = np.asarray(step)
+        with sharding.use_mesh(mesh):
+            full, first, step = _forward_prefill_step(module, params, _four_rows(name))
+        results.update({name: full, f"{name}_prefill": first, f"{name}_step": step})
     np.savez(out, **results)
     out.with_suffix(".json").write_text(json.dumps(specs))
+
+
+def _forward_prefill_step(module, params, inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits of a full forward pass, of prefill, and of one cached greedy decode step."""
+    apply, variables = jitted_apply(module), {"params": params}
+    with jax.default_matmul_precision("highest"):
+        full = apply(variables, **inputs)
+        first, cache = apply(
+            variables,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            max_new_tokens=2,
+            method="prefill",
+        )
+        step, _ = apply(variables, first.argmax(-1)[:, None], cache, method="decode")
+    return np.asarray(full), np.asarray(first), np.asarray(step)
 
 
 def _four_rows(name: str) -> dict[str, np.ndarray]:
@@ -123,18 +128,7 @@ def test_same_logits_on_one_and_eight_devices(tmp_path):
 
     for name, directory in directories.items():
         module, params = models.load_hf(directory)
-        inputs = _four_rows(name)
-        apply = jitted_apply(module)
-        with jax.default_matmul_precision("highest"):
-            one = np.asarray(apply({"params": params}, **inputs))
-            first, cache = apply(
-                {"params": params},
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                max_new_tokens=2,
-                method="prefill",
-            )
-            step, _ = apply({"params": params}, first.argmax(-1)[:, None], cache, method="decode")
+        one, first, step = _forward_prefill_step(module, params, _four_rows(name))
         np.testing.assert_allclose(eight[name], one, atol=1e-4, rtol=0)
         np.testing.assert_allclose(eight[f"{name}_prefill"], first, atol=1e-4, rtol=0)
         np.testing.assert_allclose(eight[f"{name}_step"], step, atol=1e-4, rtol=0)

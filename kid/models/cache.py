@@ -44,10 +44,6 @@ class DecodeCache:
     encoder_mask: jax.Array | None = None
 
     @property
-    def max_length(self) -> int:
-        return self.mask.shape[1]
-
-    @property
     def lengths(self) -> jax.Array:
         """[batch] int32 number of real tokens cached per row (the next RoPE position)."""
         return jnp.sum(self.mask, axis=1, dtype=jnp.int32)
@@ -56,15 +52,21 @@ class DecodeCache:
         """The cache of batch rows ``rows`` [new_batch] (beam search reordering)."""
         return self._map_batch(lambda x, axis: jnp.take(x, rows, axis=axis))
 
+    def reorder_beams(self, rows: jax.Array) -> DecodeCache:
+        """``take`` for beam search, whose ``rows`` stay within each example's beams: the
+        encoder-side tensors are equal across those beams, so they are not gathered again."""
+        return self._map_batch(lambda x, axis: jnp.take(x, rows, axis=axis), encoder_side=False)
+
     def repeat(self, n: int) -> DecodeCache:
         """Each row repeated n times consecutively (row i -> rows i*n .. i*n+n-1)."""
         return self._map_batch(lambda x, axis: jnp.repeat(x, n, axis=axis))
 
-    def _map_batch(self, fn) -> DecodeCache:
-        """Apply ``fn(array, batch_axis)`` to every array with a batch axis."""
+    def _map_batch(self, fn, encoder_side: bool = True) -> DecodeCache:
+        """Apply ``fn(array, batch_axis)`` to every array with a batch axis (the encoder-side
+        ones only when ``encoder_side``)."""
 
         def maybe(x, axis):
-            return None if x is None else fn(x, axis)
+            return x if x is None or not encoder_side else fn(x, axis)
 
         return self.replace(
             keys=fn(self.keys, 1),

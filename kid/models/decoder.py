@@ -43,16 +43,16 @@ from kid.models.layers import (
     activation,
     attention,
     build_mask,
+    constrain_embed,
     constrain_heads,
+    constrain_mlp,
+    output_logits,
     read_layer,
     rotary,
     write_cache,
     write_layer,
 )
 from kid.models.stack import apply_layers, make_layers
-from kid.sharding import constrain
-
-EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
 def _dense(cfg: DecoderConfig, name: str, features, axes, use_bias: bool = False) -> Dense:
@@ -121,7 +121,7 @@ class Mlp(nn.Module):
         gate = _dense(cfg, "gate_proj", (cfg.intermediate_size,), up_axes, cfg.mlp_bias)
         up = _dense(cfg, "up_proj", (cfg.intermediate_size,), up_axes, cfg.mlp_bias)
         h = activation(cfg.hidden_act)(gate(x, deterministic)) * up(x, deterministic)
-        h = constrain(h, ("activation_batch", "activation_length", "activation_mlp"))
+        h = constrain_mlp(h)
         down = _dense(cfg, "down_proj", (cfg.hidden_size,), ("mlp", "embed"), cfg.mlp_bias)
         return down(h, deterministic)
 
@@ -140,7 +140,7 @@ class DecoderLayer(nn.Module):
         )
         x = x + h
         x = x + Mlp(cfg, name="mlp")(norm(name="post_attention_layernorm")(x), deterministic)
-        return (constrain(x, EMBED_AXES), kv_cache), None
+        return (constrain_embed(x), kv_cache), None
 
 
 class DecoderLM(nn.Module):
@@ -238,7 +238,7 @@ class DecoderLM(nn.Module):
         return x, cache
 
     def _layers(self, ids, kv_cache, positions, mask, index, deterministic):
-        x = constrain(self.embed_tokens(ids), EMBED_AXES)
+        x = constrain_embed(self.embed_tokens(ids))
         x, kv_cache = apply_layers(self.layers, x, kv_cache, positions, mask, index, deterministic)
         return self.norm(x), kv_cache
 
@@ -248,6 +248,4 @@ class DecoderLM(nn.Module):
             logits = self.embed_tokens.attend(x)
         else:
             logits = self.lm_head(x)
-        names = ("activation_batch", "activation_length")[: logits.ndim - 1]
-        logits = constrain(logits, (*names, "activation_vocab"))
-        return logits.astype(cfg.logits_dtype)
+        return output_logits(logits, cfg.logits_dtype)

@@ -292,7 +292,7 @@ def load_hf(
     path: str | os.PathLike,
     *,
     mesh: Mesh | None = None,
-    rules: sharding.Rules | None = None,
+    rules: sharding.Rules = sharding.DEFAULT_RULES,
     param_dtype=jnp.float32,
     scan_layers: bool = False,
 ) -> tuple[nn.Module, dict]:
@@ -304,7 +304,7 @@ def load_hf(
       mesh: place every parameter on its logical sharding over this mesh (default: the
         default device). Run the model under ``kid.sharding.use_mesh(mesh, rules)`` so its
         activations follow the same rules.
-      rules: logical axis rules (default ``kid.sharding.DEFAULT_RULES``).
+      rules: logical axis rules.
       param_dtype: dtype of the loaded parameters (and of the config's ``param_dtype``).
       scan_layers: stack layers for ``nn.scan`` (one compiled layer, leading layer axis).
 
@@ -327,7 +327,6 @@ def load_hf(
     )
     module = build(config)
     shapes, specs = param_axes(module)
-    rules = sharding.DEFAULT_RULES if rules is None else rules
     dtype = np.dtype(param_dtype)
 
     used: set[str] = set()

@@ -225,6 +225,22 @@ def read_layer(cache: jax.Array, layer: int | jax.Array) -> jax.Array:
     return jax.lax.dynamic_index_in_dim(cache, layer, axis=0, keepdims=False)
 
 
+def constrain_embed(x: jax.Array) -> jax.Array:
+    """Constraint for [batch, len, embed] activations (the residual stream)."""
+    return constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+
+
+def constrain_mlp(x: jax.Array) -> jax.Array:
+    """Constraint for [batch, len, mlp] hidden activations of the MLP."""
+    return constrain(x, ("activation_batch", "activation_length", "activation_mlp"))
+
+
+def output_logits(logits: jax.Array, dtype: Any) -> jax.Array:
+    """Logits [batch, (len,) vocab] constrained to the vocab sharding, cast to ``dtype``."""
+    names = ("activation_batch", "activation_length")[: logits.ndim - 1]
+    return constrain(logits, (*names, "activation_vocab")).astype(dtype)
+
+
 def constrain_heads(x: jax.Array) -> jax.Array:
     """Constraint for [batch, len, heads, head_dim] activations."""
     return constrain(

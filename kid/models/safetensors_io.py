@@ -49,10 +49,6 @@ class SafetensorsDir:
         """Human-readable location of a tensor, for error messages."""
         return f"tensor {name!r} in {self.files.get(name, self.directory)}"
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        with safe_open(self._file(name), "np") as f:
-            return tuple(f.get_slice(name).get_shape())
-
     def read(self, name: str) -> np.ndarray:
         with safe_open(self._file(name), "np") as f:
             return f.get_tensor(name)

@@ -45,15 +45,15 @@ from kid.models.layers import (
     activation,
     attention,
     build_mask,
+    constrain_embed,
     constrain_heads,
+    constrain_mlp,
+    output_logits,
     read_layer,
     write_cache,
     write_layer,
 )
 from kid.models.stack import apply_layers, make_layers
-from kid.sharding import constrain
-
-EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
 def relative_position_bucket(
@@ -102,11 +102,9 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(bias, (2, 0, 1))[None]
 
 
-def _dense(cfg: T5Config, target: str, features, axes, kernel_init=None, **kw) -> Dense:
+def _dense(cfg: T5Config, target: str, features, axes, **kw) -> Dense:
     """A projection; ``target`` is its LoRA target name."""
     lora = cfg.lora if cfg.lora is not None and target in cfg.lora.targets else None
-    if kernel_init is not None:
-        kw["kernel_init"] = kernel_init
     return Dense(features, axes, dtype=cfg.dtype, param_dtype=cfg.param_dtype, lora=lora, **kw)
 
 
@@ -120,7 +118,7 @@ class T5Attention(nn.Module):
         heads = (cfg.num_heads, cfg.d_kv)
         head_axes = ("embed", "heads", "head_dim")
         q_init = nn.initializers.variance_scaling(1.0 / cfg.d_kv, "fan_in", "normal")
-        self.q = _dense(cfg, "q", heads, head_axes, q_init)
+        self.q = _dense(cfg, "q", heads, head_axes, kernel_init=q_init)
         self.k = _dense(cfg, "k", heads, head_axes)
         self.v = _dense(cfg, "v", heads, head_axes)
         self.o = _dense(cfg, "o", (cfg.d_model,), ("heads", "head_dim", "embed"))
@@ -153,7 +151,7 @@ class T5Mlp(nn.Module):
             h = h * up("wi_1", name="wi_1")(x, deterministic)
         else:
             h = act(up("wi", name="wi")(x, deterministic))
-        h = constrain(h, ("activation_batch", "activation_length", "activation_mlp"))
+        h = constrain_mlp(h)
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         return _dense(cfg, "wo", (cfg.d_model,), ("mlp", "embed"), name="wo")(h, deterministic)
 
@@ -176,7 +174,7 @@ class T5EncoderLayer(nn.Module):
         h = _norm(cfg, "self_attn_norm")(x)
         x = x + dropout(attn(h, *attn.key_values(h, deterministic), mask, bias, deterministic))
         x = x + dropout(T5Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x), deterministic))
-        return (constrain(x, EMBED_AXES), cache), None
+        return (constrain_embed(x), cache), None
 
 
 class T5DecoderLayer(nn.Module):
@@ -222,7 +220,7 @@ class T5DecoderLayer(nn.Module):
         x = x + dropout(cross_attn(h, cross_keys, cross_values, cross_mask, None, deterministic))
 
         x = x + dropout(T5Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x), deterministic))
-        return (constrain(x, EMBED_AXES), cache), None
+        return (constrain_embed(x), cache), None
 
 
 class T5Encoder(nn.Module):
@@ -393,12 +391,11 @@ class T5(nn.Module):
         return self._logits(x), cache
 
     def _embed(self, ids: jax.Array) -> jax.Array:
-        return constrain(self.shared(ids), EMBED_AXES)
+        return constrain_embed(self.shared(ids))
 
     def _logits(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         if cfg.scale_decoder_outputs:
             x = x * (cfg.d_model**-0.5)
         logits = self.shared.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
-        names = ("activation_batch", "activation_length")[: logits.ndim - 1]
-        return constrain(logits, (*names, "activation_vocab")).astype(cfg.logits_dtype)
+        return output_logits(logits, cfg.logits_dtype)
