@@ -48,6 +48,26 @@ def test_semantics(tables, pred, expected):
     assert exact_match.exact_match(gold, pred, tables["concert_singer"]) == expected
 
 
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        # Spider's evaluator compares no ON conditions, only keywords and table units.
+        ("SELECT T1.concert_name FROM concert AS T1 JOIN singer_in_concert AS T2 "
+         "WHERE T1.theme LIKE '%b%'", 1),
+        ("SELECT T1.concert_name FROM concert AS T1 JOIN singer_in_concert AS T2 "
+         "ON T1.concert_id = T2.concert_id WHERE T1.theme = 'a'", 0),  # LIKE is a keyword
+    ],
+)  # fmt: skip
+def test_keywords_of_where_after_an_on_condition(tables, pred, expected):
+    """Each clause's conditions are split on their own: after an ON condition, WHERE's
+    condition units and AND/OR connectors keep their roles."""
+    gold = (
+        "SELECT T1.concert_name FROM concert AS T1 JOIN singer_in_concert AS T2 "
+        "ON T1.concert_id = T2.concert_id WHERE T1.theme LIKE '%a%'"
+    )
+    assert exact_match.exact_match(gold, pred, tables["concert_singer"]) == expected
+
+
 def test_foreign_key_columns_are_canonical(tables):
     s = tables["concert_singer"]
     gold = (

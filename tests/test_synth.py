@@ -269,6 +269,13 @@ def test_train_covers_every_construct_of_the_issue(parsed):
     assert widths == {1, 2, 3} and conditions == {0, 1, 2}
 
 
+def test_constructs_of_where_and_having_with_connectors():
+    sql = spider_parse.parse(
+        "SELECT a FROM t WHERE b = 1 OR b LIKE 'x%' GROUP BY a HAVING count(*) > 1 AND sum(c) > 2"
+    )
+    assert {"or", "like", "having", "count", "sum"} <= constructs.constructs(sql)
+
+
 def test_held_out_pairs_only_outside_train(parsed):
     assert not any(constructs.held_out(constructs.constructs(q)) for q in parsed["train"])
     seen = collections.Counter()

@@ -123,10 +123,9 @@ def _keywords(sql: Sql) -> set[str]:
     }
     if sql["orderBy"]:
         found |= {"order", sql["orderBy"][0]}
-    conds = sql["from"]["conds"] + sql["where"] + sql["having"]
-    if "or" in conds[1::2]:
+    units, connectors = spider_parse.conditions(sql)
+    if "or" in connectors:
         found.add("or")
-    units = conds[::2]
     ops = spider_parse.WHERE_OPS
     for keyword, present in (
         ("not", any(u[0] for u in units)),

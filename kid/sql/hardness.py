@@ -22,18 +22,13 @@ def _count_agg(units) -> int:
     return sum(_has_agg(u) for u in units)
 
 
-def _conditions(sql: Sql) -> list:
-    return sql["from"]["conds"] + sql["where"] + sql["having"]
-
-
 def component1(sql: Sql) -> int:
     """WHERE, GROUP BY, ORDER BY, LIMIT, each join, each OR, each LIKE."""
     count = sum(bool(sql[k]) for k in ("where", "groupBy", "orderBy"))
     count += sql["limit"] is not None
     count += max(len(sql["from"]["table_units"]) - 1, 0)
-    connectors = sql["from"]["conds"][1::2] + sql["where"][1::2] + sql["having"][1::2]
+    units, connectors = spider_parse.conditions(sql)
     count += connectors.count("or")
-    units = sql["from"]["conds"][::2] + sql["where"][::2] + sql["having"][::2]
     count += sum(u[1] == WHERE_OPS.index("like") for u in units)
     return count
 

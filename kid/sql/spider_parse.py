@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sqlglot.dialects.sqlite import SQLite
@@ -407,10 +408,19 @@ def empty_sql() -> Sql:
     }
 
 
+def conditions(
+    sql: Sql, clauses: Sequence[str] = ("from", "where", "having")
+) -> tuple[list, list[str]]:
+    """(condition units, 'and'/'or' connectors) of the clauses. Each clause's list alternates
+    unit, connector, unit, so it is split on its own before the clauses are joined."""
+    lists = [sql["from"]["conds"] if c == "from" else sql[c] for c in clauses]
+    return [u for c in lists for u in c[::2]], [o for c in lists for o in c[1::2]]
+
+
 def nested(sql: Sql) -> list[Sql]:
     """Subqueries used as condition values, then the set-operation operand."""
     out = []
-    for cond in sql["from"]["conds"][::2] + sql["where"][::2] + sql["having"][::2]:
+    for cond in conditions(sql)[0]:
         out.extend(v for v in cond[3:5] if isinstance(v, dict))
     out.extend(sql[op] for op in ("intersect", "except", "union") if sql[op] is not None)
     return out

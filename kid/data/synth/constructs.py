@@ -60,10 +60,10 @@ def _own_tags(sql: Sql) -> set[str]:
     for op in spider_parse.SQL_OPS:
         if sql[op] is not None:
             tags.add(op)
-    conds = sql["where"] + sql["having"]
-    if "or" in conds[1::2]:
+    units, connectors = spider_parse.conditions(sql, ("where", "having"))
+    if "or" in connectors:
         tags.add("or")
-    for negated, op, _, value, _ in conds[::2]:
+    for negated, op, _, value, _ in units:
         name = WHERE_OPS[op]
         if name == "in":
             tags.add("not_in" if negated else "in")
