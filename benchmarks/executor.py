@@ -28,6 +28,8 @@ from kid.sql.executor import Executor
 from kid.sql.scoring import Scorer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# (timeout s, max rows, max bytes), the same for the in-process run and the pool.
+LIMITS = (30.0, 200_000, 64 << 20)
 
 
 def _default_spider_dir() -> str:
@@ -49,10 +51,10 @@ def direct_seconds(jobs: list[tuple[str, str]]) -> float:
     """The jobs run in this process by the worker's code (connections already open)."""
     databases = sandbox.Databases(capacity=len({p for p, _ in jobs}))
     for path, sql in jobs:  # warm-up: open every database once
-        sandbox.run_job(databases, path, sql, 30.0, 200_000, 64 << 20)
+        sandbox.run_job(databases, path, sql, *LIMITS)
     start = time.perf_counter()
     for path, sql in jobs:
-        sandbox.run_job(databases, path, sql, 30.0, 200_000, 64 << 20)
+        sandbox.run_job(databases, path, sql, *LIMITS)
     return time.perf_counter() - start
 
 
@@ -92,12 +94,13 @@ def main() -> None:
     print(f"  cold gold cache {cold_s:.2f} s ({n / cold_s:.0f} examples/s), warm {warm_s:.2f} s")
 
     jobs = [
-        (str(spider / "database" / db_id / f"{db_id}.sqlite"), sql)
+        (path, sql)
         for sql, db_id in golds
-        if (spider / "database" / db_id / f"{db_id}.sqlite").exists()
+        if (path := schema_lib.existing_db_file(spider / "database", db_id))
     ]
     direct = min(direct_seconds(jobs) for _ in range(3))
-    with Executor(1) as executor:
+    timeout, max_rows, max_bytes = LIMITS
+    with Executor(1, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes) as executor:
         executor.run(jobs)  # warm-up: worker started, databases open
         pooled = min(pool_seconds(executor, jobs) for _ in range(3))
         trivial = [(jobs[0][0], "SELECT 1")] * 5000

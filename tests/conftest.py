@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+from kid.data import schema as schema_lib
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -18,3 +20,9 @@ def spider_dir() -> pathlib.Path:
     if not (path / "dev.json").exists():
         pytest.skip(f"real Spider data not found at {path} (set KID_SPIDER_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def spider_tables(spider_dir) -> dict[str, schema_lib.Schema]:
+    """Spider's tables.json, read once."""
+    return schema_lib.load_tables(spider_dir / "tables.json")

@@ -2,16 +2,10 @@ import json
 
 import pytest
 
-from kid.data import schema as schema_lib
 from kid.sql import exact_match
 
 
-@pytest.fixture(scope="module")
-def tables(spider_dir):
-    return schema_lib.load_tables(spider_dir / "tables.json")
-
-
-def test_agrees_with_official_match_verdicts(spider_dir, tables):
+def test_agrees_with_official_match_verdicts(spider_dir, spider_tables):
     rows = [
         json.loads(line)
         for line in (spider_dir / "official_verdicts" / "verdicts.jsonl").read_text().splitlines()
@@ -19,15 +13,18 @@ def test_agrees_with_official_match_verdicts(spider_dir, tables):
     wrong = [
         r["idx"]
         for r in rows
-        if exact_match.exact_match(r["gold"], r["pred"], tables[r["db_id"]]) != r["official_match"]
+        if exact_match.exact_match(r["gold"], r["pred"], spider_tables[r["db_id"]])
+        != r["official_match"]
     ]
     assert len(wrong) <= 0.02 * len(rows), wrong
     assert wrong == []  # all 600 agree today; keep it that way
 
 
-def test_gold_matches_itself_on_dev(spider_dir, tables):
+def test_gold_matches_itself_on_dev(spider_dir, spider_tables):
     dev = json.loads((spider_dir / "dev.json").read_text())
-    assert all(exact_match.exact_match(e["query"], e["query"], tables[e["db_id"]]) for e in dev)
+    assert all(
+        exact_match.exact_match(e["query"], e["query"], spider_tables[e["db_id"]]) for e in dev
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,9 +40,9 @@ def test_gold_matches_itself_on_dev(spider_dir, tables):
         ("SELEC name FROM singer", 0),
     ],
 )
-def test_semantics(tables, pred, expected):
+def test_semantics(spider_tables, pred, expected):
     gold = "SELECT name FROM singer WHERE age > 20"
-    assert exact_match.exact_match(gold, pred, tables["concert_singer"]) == expected
+    assert exact_match.exact_match(gold, pred, spider_tables["concert_singer"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -58,18 +55,18 @@ def test_semantics(tables, pred, expected):
          "ON T1.concert_id = T2.concert_id WHERE T1.theme = 'a'", 0),  # LIKE is a keyword
     ],
 )  # fmt: skip
-def test_keywords_of_where_after_an_on_condition(tables, pred, expected):
+def test_keywords_of_where_after_an_on_condition(spider_tables, pred, expected):
     """Each clause's conditions are split on their own: after an ON condition, WHERE's
     condition units and AND/OR connectors keep their roles."""
     gold = (
         "SELECT T1.concert_name FROM concert AS T1 JOIN singer_in_concert AS T2 "
         "ON T1.concert_id = T2.concert_id WHERE T1.theme LIKE '%a%'"
     )
-    assert exact_match.exact_match(gold, pred, tables["concert_singer"]) == expected
+    assert exact_match.exact_match(gold, pred, spider_tables["concert_singer"]) == expected
 
 
-def test_foreign_key_columns_are_canonical(tables):
-    s = tables["concert_singer"]
+def test_foreign_key_columns_are_canonical(spider_tables):
+    s = spider_tables["concert_singer"]
     gold = (
         "SELECT T2.name FROM singer_in_concert AS T1 JOIN singer AS T2 "
         "ON T1.singer_id = T2.singer_id GROUP BY T1.singer_id"

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kid.data import schema as schema_lib
 from kid.sql.executor import ERRORS, Executor
 from kid.sql.scoring import Scorer
 
@@ -176,10 +175,9 @@ _sql = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def scorer(workdir, spider_dir, before):
-    schemas = schema_lib.load_tables(spider_dir / "tables.json")
+def scorer(workdir, spider_tables, before):
     with Scorer(
-        workdir / "database", schemas=schemas, workers=2, timeout=0.5, kill_grace=GRACE
+        workdir / "database", schemas=spider_tables, workers=2, timeout=0.5, kill_grace=GRACE
     ) as s:
         yield s
 

@@ -6,14 +6,9 @@ import pytest
 from kid.data import schema as schema_lib
 
 
-@pytest.fixture(scope="module")
-def tables(spider_dir):
-    return schema_lib.load_tables(spider_dir / "tables.json")
-
-
-def test_tables_json_fields(tables):
-    assert len(tables) == 166
-    s = tables["concert_singer"]
+def test_tables_json_fields(spider_tables):
+    assert len(spider_tables) == 166
+    s = spider_tables["concert_singer"]
     assert [t.original for t in s.tables] == ["stadium", "singer", "concert", "singer_in_concert"]
     assert s.columns[0].original == "*" and s.columns[0].table == -1
     assert s.qualified(1) == "stadium.Stadium_ID"
@@ -28,8 +23,8 @@ def test_tables_json_fields(tables):
 
 
 @pytest.mark.parametrize("db_id", ["concert_singer", "pets_1", "car_1", "world_1"])
-def test_sqlite_fallback_agrees_with_tables_json(spider_dir, tables, db_id):
-    expected = tables[db_id]
+def test_sqlite_fallback_agrees_with_tables_json(spider_dir, spider_tables, db_id):
+    expected = spider_tables[db_id]
     found = schema_lib.schema_from_sqlite(spider_dir / "database" / db_id / f"{db_id}.sqlite")
     assert found.db_id == db_id
     assert found.lowercase_names() == expected.lowercase_names()

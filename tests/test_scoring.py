@@ -26,11 +26,6 @@ def official(spider_dir):
     return golds, preds, records
 
 
-@pytest.fixture(scope="module")
-def schemas(spider_dir):
-    return schema_lib.load_tables(spider_dir / "tables.json")
-
-
 def _disagreements(verdicts, records, field, official_field):
     return [
         (r["idx"], getattr(v, field), r[official_field])
@@ -40,9 +35,9 @@ def _disagreements(verdicts, records, field, official_field):
 
 
 @pytest.mark.parametrize("keep_distinct", [False, True])
-def test_agrees_with_official_verdicts(official, schemas, spider_dir, keep_distinct):
+def test_agrees_with_official_verdicts(official, spider_tables, spider_dir, keep_distinct):
     golds, preds, records = official
-    with Scorer(spider_dir / "database", schemas=schemas, keep_distinct=keep_distinct) as s:
+    with Scorer(spider_dir / "database", schemas=spider_tables, keep_distinct=keep_distinct) as s:
         verdicts = s.score(golds, preds)
     exec_field = "official_exec_keep_distinct" if keep_distinct else "official_exec"
     assert _disagreements(verdicts, records, "exec", exec_field) == []
@@ -143,10 +138,10 @@ def test_failing_gold_counts_as_wrong_and_gold_results_are_cached(spider_dir):
         assert len(s.cache) == 2
 
 
-def test_background_scoring_gives_the_same_verdicts(official, schemas, spider_dir):
+def test_background_scoring_gives_the_same_verdicts(official, spider_tables, spider_dir):
     golds, preds, _ = official
     golds, preds = golds[:120], preds[:120]
-    with Scorer(spider_dir / "database", schemas=schemas) as s:
+    with Scorer(spider_dir / "database", schemas=spider_tables) as s:
         futures = [s.submit(golds, preds), s.submit(golds[::-1], preds[::-1])]
         direct = s.score(golds, preds)
         assert futures[0].result() == direct
@@ -191,8 +186,8 @@ def test_read_predictions_keeps_empty_lines(tmp_path):
     assert sql_files.read_predictions(path) == ["SELECT 1", "", "SELECT 2"]
 
 
-def test_schemas_come_from_sqlite_when_not_in_tables(spider_dir, schemas):
-    partial = {k: v for k, v in schemas.items() if k != "concert_singer"}
+def test_schemas_come_from_sqlite_when_not_in_tables(spider_dir, spider_tables):
+    partial = {k: v for k, v in spider_tables.items() if k != "concert_singer"}
     golds = [("SELECT name FROM singer", "concert_singer")]
     with Scorer(spider_dir / "database", schemas=partial, etype="match") as s:
         assert s.score(golds, ["SELECT name FROM singer"])[0].match == 1

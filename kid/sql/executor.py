@@ -141,7 +141,6 @@ class Executor:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
-        self.timeout = timeout
         self._limits = (float(timeout), int(max_rows), int(max_bytes))
         self._kill_after = float(timeout) + float(kill_grace)  # seconds without an answer
         self._memory_limit = int(memory_limit)

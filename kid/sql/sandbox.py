@@ -27,6 +27,7 @@ import pickle
 import re
 import resource
 import sqlite3
+import stat
 import time
 import urllib.parse
 from multiprocessing.connection import Connection
@@ -166,9 +167,12 @@ class Databases:
         self._open: dict[str, tuple[tuple[int, int], sqlite3.Connection, _Guard]] = {}
 
     def get(self, path: str) -> tuple[sqlite3.Connection, _Guard] | None:
+        """The open connection of ``path``; None when it is not an existing regular file."""
         try:
             st = os.stat(path)
         except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         stamp = (st.st_size, st.st_mtime_ns)
         entry = self._open.pop(path, None)
@@ -194,8 +198,6 @@ def run_job(
     databases: Databases, path: str, sql: str, timeout: float, max_rows: int, max_bytes: int
 ) -> tuple:
     """One job of a batch: opens (or reuses) the database, then runs the query."""
-    if not os.path.isfile(path):
-        return ("error", "missing_database", f"{path} not found")
     try:
         opened = databases.get(path)
     except (sqlite3.Error, OSError) as e:

@@ -187,10 +187,10 @@ class Scorer:
             raise ValueError(f"{len(golds)} gold queries but {len(preds)} predictions")
         with self._lock:
             self._add_schemas({db_id for _, db_id in golds})
-            databases = {db_id: self._databases(db_id) for _, db_id in golds}
             if self.etype == "match":
                 exec_outcome, ts_outcome = {}, {}
             else:
+                databases = {db_id: self._databases(db_id) for db_id in {d for _, d in golds}}
                 exec_outcome, ts_outcome = self._execute(golds, preds, databases, progress)
             matches = self._exact_matches(golds, preds)
             levels = [_hardness(gold) for gold, _ in golds]
