@@ -19,8 +19,10 @@ bigram model with a constant "cache":
     out = sample(table[jnp.array([0])], (), step, max_new_tokens=3)
     out.tokens  # [[1, 0, 1]]
 
-Rows finish independently: once a row emits `eos_id`, the following positions hold `pad_id`
-and log-probability 0, and the loop exits early when every row has finished.
+Rows finish independently: once a row emits `eos_id` (one token or several), the following
+positions hold `pad_id` and log-probability 0, and the loop exits early when every row has
+finished. A `select` may hold a row open: under forced decoding a row ends at EOS only at or
+after its last forced position, so every forced token is kept.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ from kid.data import batching
 
 Cache = Any
 StepFn = Callable[[jax.Array, Cache, jax.Array], tuple[Any, Cache]]
-# select(logits, rng, step) -> (tokens [batch], {name: per-token values [batch]}).
+# select(logits, rng, step) -> (tokens [batch], {name: per-token values [batch]}). The values
+# are recorded per position, except MAY_END: [batch] bool, False where an EOS chosen now does
+# not end the row (absent: every row may end).
 SelectFn = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# Stop tokens: one id, several, or None (never stop); ids that are negative never match.
+EosId = int | Sequence[int] | None
+
+MAY_END = "may_end"
 
 NEG_INF = -jnp.inf
 
@@ -48,10 +56,11 @@ class Decoded:
     """Sampled or greedy continuations.
 
     Attributes:
-      tokens: [batch, max_new_tokens] int32; EOS is emitted, pad follows it.
-      lengths: [batch] int32, tokens emitted per row (EOS included).
+      tokens: [batch, max_new_tokens] int32; the EOS that ends a row is emitted, pad follows
+        it (an EOS chosen before a row's last forced position does not end the row).
+      lengths: [batch] int32, tokens emitted per row (the ending EOS included).
       logprobs: [batch, max_new_tokens] float32, log-softmax of the unprocessed logits at each
-        emitted token (before temperature / top-k / top-p); 0 after EOS.
+        emitted token (before temperature / top-k / top-p); 0 after the ending EOS.
     """
 
     tokens: jax.Array
@@ -148,6 +157,14 @@ def _token_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
 
 
+def _is_eos(tokens: jax.Array, eos_id: EosId) -> jax.Array:
+    """[...] bool, True where `tokens` [...] is one of the stop tokens."""
+    if eos_id is None:
+        return jnp.zeros(tokens.shape, bool)
+    stops = jnp.asarray(eos_id, jnp.int32).reshape(-1)
+    return jnp.any(tokens[..., None] == stops, axis=-1)
+
+
 def _draw(
     logits: jax.Array, rng: jax.Array, greedy: bool, temperature: float, top_k: int, top_p: float
 ) -> jax.Array:
@@ -174,7 +191,9 @@ def sampler(
       method: "greedy" (argmax) or "sample" (temperature, then top-k, then top-p).
       forced_tokens: [batch, max_new_tokens] int, the token at each forced position.
       forced_mask: [batch, max_new_tokens] bool, True where the token is forced; the model
-        chooses the others, each seeing the already decoded (partly forced) prefix.
+        chooses the others, each seeing the already decoded (partly forced) prefix. A row
+        ends at EOS only at or after its last forced position (MAY_END), so an EOS the model
+        chooses earlier is kept and the row goes on.
     """
     if method not in ("greedy", "sample"):
         raise ValueError(f"method must be 'greedy' or 'sample', got {method!r}")
@@ -182,14 +201,19 @@ def sampler(
         _check_sampling_args(temperature, top_k, top_p)
     if (forced_tokens is None) != (forced_mask is None):
         raise ValueError("forced_tokens and forced_mask must be given together")
+    if forced_mask is not None:
+        forced_mask = jnp.asarray(forced_mask, bool)
+        positions = jnp.arange(forced_mask.shape[1])
+        last_forced = jnp.max(jnp.where(forced_mask, positions, -1), axis=1)  # [batch]
 
     def select(logits, rng, step):
         tokens = _draw(logits, rng, method == "greedy", temperature, top_k, top_p)
-        if forced_mask is not None:
-            forced = jax.lax.dynamic_index_in_dim(forced_mask, step, axis=1, keepdims=False)
-            fixed = jax.lax.dynamic_index_in_dim(forced_tokens, step, axis=1, keepdims=False)
-            tokens = jnp.where(forced.astype(bool), fixed.astype(jnp.int32), tokens)
-        return tokens, {"logprobs": _token_logprob(logits, tokens)}
+        if forced_mask is None:
+            return tokens, {"logprobs": _token_logprob(logits, tokens)}
+        forced = jax.lax.dynamic_index_in_dim(forced_mask, step, axis=1, keepdims=False)
+        fixed = jax.lax.dynamic_index_in_dim(forced_tokens, step, axis=1, keepdims=False)
+        tokens = jnp.where(forced, fixed.astype(jnp.int32), tokens)
+        return tokens, {"logprobs": _token_logprob(logits, tokens), MAY_END: step >= last_forced}
 
     return select
 
@@ -237,7 +261,7 @@ def _set_column(buffer: jax.Array, step: jax.Array, values: jax.Array) -> jax.Ar
 class _LoopState:
     step: jax.Array  # [] int32, the last position chosen
     cache: Any
-    done: jax.Array  # [batch] bool, EOS already emitted
+    done: jax.Array  # [batch] bool, the row's ending EOS already emitted
     lengths: jax.Array  # [batch] int32
     tokens: jax.Array  # [batch, max_new_tokens] int32
     values: dict[str, jax.Array]  # name -> [batch, max_new_tokens]
@@ -251,7 +275,7 @@ def sample(
     max_new_tokens: int,
     select: SelectFn | None = None,
     rng: jax.Array | None = None,
-    eos_id: int | None = None,
+    eos_id: EosId = None,
     pad_id: int = 0,
 ) -> Decoded:
     """Decodes `max_new_tokens` tokens one at a time in a `lax.while_loop`.
@@ -264,7 +288,8 @@ def sample(
       max_new_tokens: static number of tokens to decode (>= 1).
       select: token choice from `sampler` / `guided_sampler`; greedy by default.
       rng: PRNG key for sampling; step i uses `fold_in(rng, i)`.
-      eos_id: token that finishes a row; None decodes every row to max_new_tokens.
+      eos_id: token(s) that finish a row (unless `select` reports MAY_END False); None
+        decodes every row to max_new_tokens.
       pad_id: token written after EOS.
 
     Returns:
@@ -280,8 +305,9 @@ def sample(
     def record(state: _LoopState, tokens: jax.Array, values: dict) -> _LoopState:
         """Writes the tokens chosen at state.step; finished rows get pad and value 0."""
         tokens = jnp.where(state.done, pad_id, tokens)
+        ends = _is_eos(tokens, eos_id) & values.get(MAY_END, True)
         return state.replace(
-            done=state.done if eos_id is None else state.done | (tokens == eos_id),
+            done=state.done | ends,
             lengths=state.lengths + (~state.done).astype(jnp.int32),
             tokens=_set_column(state.tokens, state.step, tokens),
             values={
@@ -309,7 +335,11 @@ def sample(
         done=jnp.zeros((batch,), bool),
         lengths=jnp.zeros((batch,), jnp.int32),
         tokens=jnp.full((batch, max_new_tokens), pad_id, jnp.int32),
-        values={n: jnp.zeros((batch, max_new_tokens), v.dtype) for n, v in values.items()},
+        values={
+            n: jnp.zeros((batch, max_new_tokens), v.dtype)
+            for n, v in values.items()
+            if n != MAY_END
+        },
     )
     state = jax.lax.while_loop(not_finished, body, record(init, tokens, values))
     if "replaced" in state.values:
@@ -370,7 +400,7 @@ def beam_search(
     *,
     num_beams: int,
     max_new_tokens: int,
-    eos_id: int | None = None,
+    eos_id: EosId = None,
     pad_id: int = 0,
     length_penalty: float = 1.0,
     reorder_cache: Callable[[Cache, jax.Array], Cache] = gather_beams,
@@ -391,7 +421,7 @@ def beam_search(
         num_beams times: rows b * num_beams ... (b + 1) * num_beams - 1 belong to example b.
       tokens_to_logits: step function on [batch * num_beams] rows.
       num_beams, max_new_tokens: static ints.
-      eos_id: token that finishes a beam; None makes every beam max_new_tokens long.
+      eos_id: token(s) that finish a beam; None makes every beam max_new_tokens long.
       pad_id: token written after EOS.
       length_penalty: alpha of the length normalisation; 0 ranks by summed log-probability.
       reorder_cache: (cache, rows [batch * num_beams]) -> the cache of those rows; the
@@ -418,7 +448,7 @@ def beam_search(
         parent_logprob = jnp.take_along_axis(state.alive_logprob, parent, 1)
         token_logprob = jnp.where(jnp.isfinite(total), total - parent_logprob, 0.0)
         candidate_logprobs = _set_column(candidate_logprobs, state.step, token_logprob)
-        ends = jnp.zeros_like(tokens, bool) if eos_id is None else tokens == eos_id
+        ends = _is_eos(tokens, eos_id)
 
         # Only EOS extensions among the num_beams best finish (as in transformers); the rest
         # of the 2 * num_beams refill the live beams.
@@ -502,18 +532,25 @@ def _variables(params: Any) -> dict:
     return params if isinstance(params, dict) and "params" in params else {"params": params}
 
 
-def _special_ids(module: Any, eos_id: int | None, pad_id: int | None) -> tuple[int | None, int]:
-    """EOS (None: the config's; negative: never stop) and pad (config's, else EOS, else 0)."""
+def _special_ids(module: Any, eos_id: EosId, pad_id: int | None) -> tuple[tuple[int, ...], int]:
+    """Stop tokens as a tuple (None: the config's; negative ids are dropped, so they never
+    stop) and pad (the config's, else the first stop token, else 0)."""
     config = module.config
-    eos_id = config.eos_token_id if eos_id is None else eos_id
-    eos_id = None if eos_id is None or eos_id < 0 else eos_id
-    for fallback in (pad_id, config.pad_token_id, eos_id, 0):
+    eos = config.eos_token_id if eos_id is None else eos_id
+    stops = tuple(int(i) for i in np.ravel(() if eos is None else eos) if i >= 0)
+    for fallback in (pad_id, config.pad_token_id, *stops[:1], 0):
         if fallback is not None:
-            return eos_id, fallback
+            return stops, fallback
 
 
 def prefill(
-    module: Any, params: Any, input_ids: jax.Array, attention_mask: jax.Array, max_new_tokens: int
+    module: Any,
+    params: Any,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    max_new_tokens: int,
+    *,
+    vocab_size: int | None = None,
 ) -> tuple[jax.Array, Any, StepFn]:
     """Runs the prompt through a kid model: the arguments of `sample` / `beam_search`.
 
@@ -521,21 +558,30 @@ def prefill(
     through stop_gradient, so a loss that decodes with the parameters it differentiates still
     has a gradient, from its own forward passes over the decoded tokens.
 
+    Args:
+      vocab_size: the tokenizer's vocabulary; logits are sliced to it, so the padding rows of
+        an embedding table (Qwen2.5: 151,936 rows for 151,665 tokens) are never chosen.
+
     Returns:
       (logits [batch, vocab] of the first new token, its DecodeCache with room for
       max_new_tokens more tokens, tokens_to_logits: one cached decoder step per call).
     """
     variables = jax.lax.stop_gradient(_variables(params))
+    if vocab_size is not None and not 0 < vocab_size <= module.config.vocab_size:
+        raise ValueError(
+            f"vocab_size {vocab_size} must be in [1, {module.config.vocab_size}] (the model's rows)"
+        )
+    rows = slice(None, vocab_size)
 
     def tokens_to_logits(tokens, cache, step):
         del step  # the cache knows each row's position
         logits, cache = module.apply(variables, tokens[:, None], cache, method="decode")
-        return logits[:, 0], cache
+        return logits[:, 0, rows], cache
 
     logits, cache = module.apply(
         variables, input_ids, attention_mask, max_new_tokens=max_new_tokens, method="prefill"
     )
-    return logits, cache, tokens_to_logits
+    return logits[:, rows], cache, tokens_to_logits
 
 
 def generate(
@@ -550,12 +596,13 @@ def generate(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    eos_id: int | None = None,
+    eos_id: EosId = None,
     pad_id: int | None = None,
     num_beams: int = 4,
     length_penalty: float = 1.0,
     forced_tokens: jax.Array | None = None,
     forced_mask: jax.Array | None = None,
+    vocab_size: int | None = None,
 ) -> Decoded | BeamSearchResult:
     """Continues prompts with a kid model (CONTRACT 7); traceable inside an outer jax.jit.
 
@@ -570,10 +617,13 @@ def generate(
       max_new_tokens: static output length.
       method: "greedy", "sample" (temperature, then top_k, then top_p; needs rng) or "beam"
         (num_beams, length_penalty; returns all beams, best first).
-      eos_id: stop token; None uses the model config's, a negative id never stops.
-      pad_id: written after EOS; None uses the config's pad token, else EOS, else 0.
+      eos_id: stop token or tokens (any of them ends a row); None uses the model config's
+        (an int or a tuple), a negative id never stops.
+      pad_id: written after EOS; None uses the config's pad token, else the first EOS, else 0.
       forced_tokens, forced_mask: [batch, max_new_tokens]; where the mask is True the token is
-        fixed and the model only conditions on it (greedy or sample).
+        fixed and the model only conditions on it (greedy or sample); every forced token is
+        kept (a row ends at EOS only at or after its last forced position).
+      vocab_size: the tokenizer's vocabulary; ids at or above it are never chosen.
 
     Returns:
       `Decoded` (tokens [batch, max_new_tokens] int32, lengths, logprobs), or for "beam" a
@@ -584,7 +634,9 @@ def generate(
     if method == "sample" and rng is None:
         raise ValueError("method='sample' needs an rng key")
     eos_id, pad_id = _special_ids(module, eos_id, pad_id)
-    logits, cache, step = prefill(module, params, input_ids, attention_mask, max_new_tokens)
+    logits, cache, step = prefill(
+        module, params, input_ids, attention_mask, max_new_tokens, vocab_size=vocab_size
+    )
     if method == "beam":
         if forced_tokens is not None or forced_mask is not None:
             raise ValueError("forced decoding is greedy or sampled, not beam search")
@@ -633,20 +685,22 @@ def generate_guided(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    eos_id: int | None = None,
+    eos_id: EosId = None,
     pad_id: int | None = None,
+    vocab_size: int | None = None,
 ) -> GuidedDecoded:
     """Teacher-guided sampling (SKD, see `guided_sampler`) with both KV caches in one loop.
 
     Student and teacher read the same prompts (same tokenizer); EOS / pad default to the
-    student config's. Returns `GuidedDecoded` with the student's log-probabilities.
+    student config's; `vocab_size` (the tokenizer's) slices both models' logits. Returns
+    `GuidedDecoded` with the student's log-probabilities.
     """
     eos_id, pad_id = _special_ids(student, eos_id, pad_id)
     student_logits, student_cache, student_step = prefill(
-        student, student_params, input_ids, attention_mask, max_new_tokens
+        student, student_params, input_ids, attention_mask, max_new_tokens, vocab_size=vocab_size
     )
     teacher_logits, teacher_cache, teacher_step = prefill(
-        teacher, teacher_params, input_ids, attention_mask, max_new_tokens
+        teacher, teacher_params, input_ids, attention_mask, max_new_tokens, vocab_size=vocab_size
     )
 
     def tokens_to_logits(tokens, caches, step):

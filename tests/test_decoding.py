@@ -85,9 +85,10 @@ def test_filter_logits_exact():
 
 
 def greedy_reference(model, start, max_new_tokens, eos_id, pad_id):
+    stops = set(np.ravel(eos_id).tolist())
     prefix, tokens, logprobs = [start], [], []
     for _ in range(max_new_tokens):
-        if eos_id in tokens:
+        if stops & set(tokens):
             tokens.append(pad_id)
             logprobs.append(0.0)
             continue
@@ -99,18 +100,21 @@ def greedy_reference(model, start, max_new_tokens, eos_id, pad_id):
     return tokens, logprobs
 
 
-def test_greedy_matches_uncached_reference_with_per_row_eos():
+@pytest.mark.parametrize("eos_id", [2, (2, 3), [3, 2]])
+def test_greedy_matches_uncached_reference_with_per_row_eos(eos_id):
     model = ToyLM(vocab=5, max_len=8, seed=1)
     starts = list(range(5))
-    out = jax.jit(lambda: run_sample(model, starts, eos_id=2, pad_id=4, max_new_tokens=8))()
-    lengths = []
+    out = jax.jit(lambda: run_sample(model, starts, eos_id=eos_id, pad_id=4, max_new_tokens=8))()
+    lengths, ends = [], set()
     for row, start in enumerate(starts):
-        tokens, logprobs = greedy_reference(model, start, 8, eos_id=2, pad_id=4)
+        tokens, logprobs = greedy_reference(model, start, 8, eos_id=eos_id, pad_id=4)
         np.testing.assert_array_equal(out.tokens[row], tokens)
         np.testing.assert_allclose(out.logprobs[row], logprobs, atol=1e-5)
-        lengths.append(tokens.index(2) + 1 if 2 in tokens else 8)
+        end = next((i for i, t in enumerate(tokens) if t in np.ravel(eos_id)), None)
+        lengths.append(8 if end is None else end + 1)
+        ends.add(None if end is None else tokens[end])
     np.testing.assert_array_equal(out.lengths, lengths)
-    assert 2 in np.asarray(out.tokens)  # EOS happens, so the padding path is exercised
+    assert set(np.ravel(eos_id)) <= ends  # every stop token ends some row (padding exercised)
 
 
 def test_sampling_matches_model_distribution():
@@ -187,6 +191,51 @@ def test_forced_positions_kept_and_free_tokens_are_prefix_argmax():
         logits = model.logits([starts[row], *tokens[row, :col]])
         assert tokens[row, col] == np.argmax(logits)
         np.testing.assert_allclose(out.logprobs[row, col], log_softmax(logits).max(), atol=1e-5)
+
+
+def always_eos_bigram(vocab: int, eos_id: int, calls: list):
+    """(initial logits, step) of a bigram LM that predicts `eos_id` after every token; the
+    step appends to `calls` each time it runs."""
+    logits = jnp.where(jnp.arange(vocab) == eos_id, 5.0, 0.0)
+
+    def step(tokens, cache, i):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.broadcast_to(logits, (len(tokens), vocab)), cache
+
+    return logits[None], step
+
+
+def test_forced_tokens_are_kept_after_a_free_eos():
+    """A free position predicting EOS before the last forced one does not end the row."""
+    calls = []
+    logits, step = always_eos_bigram(vocab=6, eos_id=1, calls=calls)
+    gold = np.array([3, 2, 5, 5, 2, 1, 4, 4])
+    forced_tokens = np.stack([gold] * 4)
+    forced_mask = np.zeros((4, 8), bool)
+    forced_mask[0, [0, 2, 3, 4, 5]] = True  # gold, position 1 free, gold EOS forced
+    forced_mask[1, [0, 1, 2]] = True  # free after position 2
+    forced_mask[2, [2, 3]] = True  # free EOS at 0 and 1 are kept, ends at 4
+    select = decoding.sampler(forced_tokens=forced_tokens, forced_mask=forced_mask)
+    out = jax.jit(
+        lambda: decoding.sample(
+            jnp.repeat(logits, 4, 0), (), step, max_new_tokens=8, select=select, eos_id=1
+        )
+    )()
+    jax.effects_barrier()
+    np.testing.assert_array_equal(
+        out.tokens,
+        [
+            [3, 1, 5, 5, 2, 1, 0, 0],
+            [3, 2, 5, 1, 0, 0, 0, 0],
+            [1, 1, 5, 5, 1, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0, 0, 0],  # no forced position: ends at its first EOS, as before
+        ],
+    )
+    np.testing.assert_array_equal(out.lengths, [6, 4, 5, 1])
+    eos_logprob = jax.nn.log_softmax(logits[0])[1]
+    np.testing.assert_allclose(out.logprobs[0, 1], eos_logprob, rtol=1e-6)
+    np.testing.assert_array_equal(out.logprobs[0, 6:], 0.0)
+    assert len(calls) == 5  # early exit once every row has ended (after position 5)
 
 
 def exhaustive_search(model, start, max_new_tokens, eos_id, alpha):
@@ -284,12 +333,13 @@ def test_loop_exits_once_every_row_has_finished():
     )
 
 
-def test_one_beam_equals_greedy():
+@pytest.mark.parametrize("eos_id", [2, (2, 3)])
+def test_one_beam_equals_greedy(eos_id):
     model = ToyLM(vocab=5, max_len=8, seed=1)
     starts = list(range(5))
-    greedy = run_sample(model, starts, eos_id=2, pad_id=4, max_new_tokens=8)
+    greedy = run_sample(model, starts, eos_id=eos_id, pad_id=4, max_new_tokens=8)
     beam = run_beam(
-        model, starts, num_beams=1, max_new_tokens=8, eos_id=2, pad_id=4, length_penalty=0.0
+        model, starts, num_beams=1, max_new_tokens=8, eos_id=eos_id, pad_id=4, length_penalty=0.0
     )
     np.testing.assert_array_equal(beam.tokens, greedy.tokens)
     np.testing.assert_allclose(beam.logprobs, greedy.logprobs, atol=1e-5)

@@ -3,6 +3,7 @@ beam search, forced and teacher-guided decoding on real (tiny, random) models.""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 
@@ -177,6 +178,69 @@ def test_forced_decoding_free_tokens_are_argmax_of_uncached_forward(name):
     logits = uncached_logits(module, {"params": params}, ids, mask, tokens)
     np.testing.assert_array_equal(tokens[~forced_mask], logits.argmax(-1)[~forced_mask])
     assert (tokens[~forced_mask] != forced_tokens[~forced_mask]).any()
+
+
+def ended(free: np.ndarray, may_end: np.ndarray, stops, pad_id: int):
+    """The reference (tokens, lengths): rows of `free` [batch, new] (decoded without stopping)
+    cut after their first stop token where `may_end` [batch, new] allows it, pad after."""
+    ends = np.isin(free, stops) & may_end
+    lengths = np.where(ends.any(1), ends.argmax(1) + 1, free.shape[1])
+    return np.where(np.arange(free.shape[1]) < lengths[:, None], free, pad_id), lengths
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "qwen2-tiny"])
+def test_forced_decoding_keeps_every_forced_token(name):
+    """A free position predicting EOS before the row's last forced position keeps it and the
+    row goes on; after the last forced position (or with none) a row ends at EOS."""
+    module, params = kid_model(name)
+    ids, mask = prompts(module)
+    forced_tokens = np.random.default_rng(1).integers(2, VOCAB, size=(len(ids), NEW_TOKENS))
+    forced_mask = np.ones((len(ids), NEW_TOKENS), bool)
+    forced_mask[0, [1, 5]] = False  # forced to the end, two free positions
+    forced_mask[1, 3] = False
+    forced_mask[2, 6:] = False  # a forced prefix, then free
+    forced_mask[3] = False  # no forced position: plain greedy
+    run = functools.partial(
+        run_generate, module, params, ids, mask, max_new_tokens=NEW_TOKENS, pad_id=0,
+        forced_tokens=forced_tokens, forced_mask=forced_mask,
+    )  # fmt: skip
+    free = np.asarray(run(eos_id=-1).tokens)
+    # Stop tokens the model chooses: at a free position before forced ones, in a free tail
+    # and in the unforced row.
+    stops = tuple(int(t) for t in (free[0, 1], free[2, 8], free[3, 2]))
+    out = run(eos_id=stops)
+    last_forced = np.array([np.flatnonzero(row).max(initial=-1) for row in forced_mask])
+    may_end = np.arange(NEW_TOKENS) >= last_forced[:, None]
+    expected, lengths = ended(free, may_end, stops, pad_id=0)
+    np.testing.assert_array_equal(out.tokens, expected)
+    np.testing.assert_array_equal(out.lengths, lengths)
+    np.testing.assert_array_equal(out.lengths[:2], NEW_TOKENS)
+    assert out.tokens[0, 1] in stops and 6 <= out.lengths[2] < NEW_TOKENS
+    plain = run_generate(
+        module, params, ids, mask, max_new_tokens=NEW_TOKENS, eos_id=stops, pad_id=0
+    )
+    np.testing.assert_array_equal(out.tokens[3], plain.tokens[3])
+    assert out.lengths[3] < NEW_TOKENS
+
+
+def test_config_with_several_eos_ids_stops_on_any():
+    """A Llama 3 style config (eos_token_id a tuple): rows end on either id, beams too."""
+    module, params = kid_model("qwen2-tiny")
+    args = (params, PROMPTS, PROMPT_MASK)
+    free = np.asarray(run_generate(module, *args, max_new_tokens=NEW_TOKENS, eos_id=-1).tokens)
+    first = mid_way_token(free)
+    stops = (first, mid_way_token(free[~(free == first).any(1)]))
+    module = models.build(dataclasses.replace(module.config, eos_token_id=stops))
+    greedy = run_generate(module, *args, max_new_tokens=NEW_TOKENS, pad_id=0)
+    expected, lengths = ended(free, np.ones_like(free, bool), stops, pad_id=0)
+    np.testing.assert_array_equal(greedy.tokens, expected)
+    np.testing.assert_array_equal(greedy.lengths, lengths)
+    assert set(stops) <= set(expected[np.arange(len(free)), lengths - 1])  # each id ends a row
+    beam = run_generate(
+        module, *args, max_new_tokens=NEW_TOKENS, pad_id=0, method="beam", num_beams=1,
+        length_penalty=0.0,
+    )  # fmt: skip
+    np.testing.assert_array_equal(beam.tokens, greedy.tokens)
 
 
 @pytest.mark.parametrize("forced", ["forced_tokens", "forced_mask"])

@@ -15,7 +15,7 @@ from hf_fixtures import CASES, batch, is_t5, real_positions, save_checkpoint, to
 from model_helpers import jitted_apply
 from safetensors.numpy import load_file, save_file
 
-from kid import models
+from kid import decoding, models
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -178,3 +178,27 @@ def test_bfloat16_compute_and_logits_dtype(tmp_path):
     assert half.dtype == jnp.bfloat16
     error = np.abs(np.asarray(half, np.float32)[real] - full)
     assert error.mean() < 0.05 * full.std()
+
+
+def test_list_eos_token_id_loads_generates_and_round_trips(llama_tensors, tmp_path):
+    """Llama 3 style ``"eos_token_id": [a, b]``: a hashable tuple in kid's config, generate
+    ends a row on either id, and save_hf writes the list back."""
+    config, tensors = llama_tensors
+    module, params = models.load_hf(_write(tmp_path / "plain", config, tensors))
+    ids, mask = batch("llama_untied").values()
+    free = decoding.generate(module, params, ids, mask, max_new_tokens=6, eos_id=-1).tokens
+    stops = [int(free[0, 2]), int(free[1, 3])]
+    path = _write(tmp_path / "ckpt", {**config, "eos_token_id": stops}, tensors)
+    module, params = models.load_hf(path)
+    assert module.config.eos_token_id == tuple(stops)
+    out = jax.jit(
+        lambda params: decoding.generate(module, params, ids, mask, max_new_tokens=6, pad_id=0)
+    )(params)
+    for row, tokens in zip(np.asarray(free), np.asarray(out.tokens), strict=True):
+        stop = np.isin(row, stops)
+        end = np.argmax(stop) + 1 if stop.any() else len(row)
+        np.testing.assert_array_equal(tokens, np.where(np.arange(len(row)) < end, row, 0))
+    saved = models.save_hf(module, params, tmp_path / "export")
+    assert json.loads((saved / "config.json").read_text())["eos_token_id"] == stops
+    assert transformers.AutoConfig.from_pretrained(saved).eos_token_id == stops
+    assert models.load_hf(saved)[0].config == module.config

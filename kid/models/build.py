@@ -66,15 +66,24 @@ def init(
     collection: str = "params",
 ):
     """Random initial variables of ``collection`` (``"params"`` or ``"lora"``), created
-    directly in their shardings when a mesh is given."""
+    directly in their shardings when a mesh is given.
+
+    Traceable: with ``rng`` a tracer (``init`` called inside an outer ``jax.jit`` /
+    ``jax.eval_shape``) the variables become part of the outer computation, constrained to
+    the same shardings; the same key gives the same values as an eager call (up to float
+    rounding: the eager call compiles unoptimised on CPU).
+    """
 
     def create(rng):
         return nn.unbox(_init_variables(module, rng)[collection])
 
     out_shardings = None if mesh is None else shardings(module, mesh, rules, collection)
     # Initialisation runs once: on CPU, XLA spends far longer optimising the many random
-    # number kernels (seconds for a tiny model) than running them unoptimised.
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    # number kernels (seconds for a tiny model) than running them unoptimised. Only a
+    # top-level jit takes compiler options; a nested one is compiled with the outer one.
+    top_level = not isinstance(rng, jax.core.Tracer)
+    cpu = jax.default_backend() == "cpu"
+    options = {"xla_backend_optimization_level": 0} if cpu and top_level else None
     return jax.jit(create, out_shardings=out_shardings, compiler_options=options)(rng)
 
 

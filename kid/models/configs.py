@@ -37,7 +37,7 @@ class T5Config:
     tie_word_embeddings: bool = True  # lm_head shares the token embedding
     scale_decoder_outputs: bool = True  # multiply the final hidden state by d_model**-0.5
     pad_token_id: int = 0
-    eos_token_id: int = 1
+    eos_token_id: int | tuple[int, ...] = 1  # several: any of them ends a sequence
     decoder_start_token_id: int = 0
     # Numerics and layout.
     dtype: Any = jnp.float32  # computation
@@ -80,7 +80,7 @@ class DecoderConfig:
     tie_word_embeddings: bool = False
     attention_dropout: float = 0.0
     bos_token_id: int | None = 1
-    eos_token_id: int | None = 2
+    eos_token_id: int | tuple[int, ...] | None = 2  # a tuple: any of them
     pad_token_id: int | None = None
     # Numerics and layout.
     dtype: Any = jnp.float32

@@ -46,6 +46,7 @@ from kid.models.layers import (
     constrain_embed,
     constrain_heads,
     constrain_mlp,
+    head_accumulation_dtype,
     output_logits,
     read_layer,
     rotary,
@@ -157,7 +158,11 @@ class DecoderLM(nn.Module):
         self.norm = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
         if not cfg.tie_word_embeddings:
             self.lm_head = Dense(
-                (cfg.vocab_size,), ("embed", "vocab"), dtype=cfg.dtype, param_dtype=cfg.param_dtype
+                (cfg.vocab_size,),
+                ("embed", "vocab"),
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                accumulation_dtype=head_accumulation_dtype(cfg.dtype, cfg.logits_dtype),
             )
 
     def __call__(
@@ -174,6 +179,19 @@ class DecoderLM(nn.Module):
             raise ValueError(
                 "decoder-only models take no decoder_input_ids / decoder_attention_mask"
             )
+        return self.output_head(self.hidden_states(input_ids, attention_mask, deterministic))
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Final hidden states [B, T, D] (after the last norm), before the output head.
+
+        ``kid.models.forward`` slices them to the target columns before ``output_head``, so
+        the vocabulary projection never runs over prompt positions.
+        """
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         token_mask = attention_mask.astype(bool)
@@ -181,7 +199,7 @@ class DecoderLM(nn.Module):
         slots = jnp.arange(input_ids.shape[1])
         mask = build_mask(token_mask, slots, causal=True)
         x, _ = self._layers(input_ids, None, positions, mask, 0, deterministic)
-        return self._logits(x)
+        return x
 
     def prefill(
         self,
@@ -206,7 +224,7 @@ class DecoderLM(nn.Module):
             cache_dtype or cfg.dtype,
         )
         x, cache = self._extend(input_ids, cache, attention_mask)
-        return self._logits(x[:, -1]), cache
+        return self.output_head(x[:, -1]), cache
 
     def decode(
         self,
@@ -218,7 +236,7 @@ class DecoderLM(nn.Module):
     ) -> tuple[jax.Array, cache_lib.DecodeCache]:
         """Append ``tokens`` [B, T] to the cache; returns (logits [B, T, V], cache)."""
         x, cache = self._extend(tokens, cache, token_mask, deterministic)
-        return self._logits(x), cache
+        return self.output_head(x), cache
 
     def _extend(self, tokens, cache, token_mask=None, deterministic=True):
         """Hidden states of ``tokens`` placed after the cached ones, and the updated cache."""
@@ -242,10 +260,13 @@ class DecoderLM(nn.Module):
         x, kv_cache = apply_layers(self.layers, x, kv_cache, positions, mask, index, deterministic)
         return self.norm(x), kv_cache
 
-    def _logits(self, x: jax.Array) -> jax.Array:
+    def output_head(self, x: jax.Array) -> jax.Array:
+        """Logits [..., V] of hidden states [..., D], accumulated in the logits dtype."""
         cfg = self.config
         if cfg.tie_word_embeddings:
-            logits = self.embed_tokens.attend(x)
+            logits = self.embed_tokens.attend(
+                x, head_accumulation_dtype(cfg.dtype, cfg.logits_dtype)
+            )
         else:
             logits = self.lm_head(x)
         return output_logits(logits, cfg.logits_dtype)

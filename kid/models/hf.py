@@ -78,6 +78,17 @@ _TWO_INPUT_DIMS = ("o_proj", "o")  # Output projections contract [heads, head_di
 # ----------------------------------------------------------------------------- configs
 
 
+def _token_ids(value):
+    """A config.json token id, or a list of them (Llama 3's EOS) as a hashable tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _hf_fields(config: ModelConfig, fields: str) -> dict:
+    """config.json entries for the space-separated ``fields``; tuples become lists."""
+    values = {k: getattr(config, k) for k in fields.split()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> ModelConfig:
     """kid's config for a Hugging Face config.json dict; unsupported models raise."""
     model_type = hf.get("model_type")
@@ -106,7 +117,7 @@ def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> ModelCo
                 "scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False
             ),
             pad_token_id=hf.get("pad_token_id", 0),
-            eos_token_id=hf.get("eos_token_id", 1),
+            eos_token_id=_token_ids(hf.get("eos_token_id", 1)),
             decoder_start_token_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
             **overrides,
         )
@@ -137,7 +148,7 @@ def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> ModelCo
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         attention_dropout=float(hf.get("attention_dropout", 0.0)),
         bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=hf.get("eos_token_id"),
+        eos_token_id=_token_ids(hf.get("eos_token_id")),
         pad_token_id=hf.get("pad_token_id"),
         **overrides,
     )
@@ -158,7 +169,7 @@ def config_to_hf(config: ModelConfig) -> dict:
             "model_type": "t5",
             "is_encoder_decoder": True,
             "dtype": dtype,
-            **{k: getattr(config, k) for k in fields.split()},
+            **_hf_fields(config, fields),
         }
     family = config.model_type
     if family == "qwen2" and (not config.qkv_bias or config.o_bias or config.mlp_bias):
@@ -179,7 +190,7 @@ def config_to_hf(config: ModelConfig) -> dict:
         "dtype": dtype,
         "rope_theta": config.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-        **{k: getattr(config, k) for k in fields.split()},
+        **_hf_fields(config, fields),
     }
     if family == "llama":
         out["attention_bias"] = config.o_bias

@@ -77,8 +77,11 @@ class Embed(nn.Module):
     def __call__(self, ids: jax.Array) -> jax.Array:
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
-    def attend(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("...d,vd->...v", x, self.embedding.astype(self.dtype))
+    def attend(self, x: jax.Array, accumulation_dtype: Dtype | None = None) -> jax.Array:
+        """Logits [..., vocab] of hidden states [..., features], accumulated in
+        ``accumulation_dtype`` (fp32 logits from bf16 compute are fp32 sums, not upcasts)."""
+        embedding = self.embedding.astype(self.dtype)
+        return jnp.einsum("...d,vd->...v", x, embedding, preferred_element_type=accumulation_dtype)
 
 
 class Dense(nn.Module):
@@ -87,6 +90,7 @@ class Dense(nn.Module):
     ``axes`` names the kernel's dims, input dims first (``("embed", "heads", "head_dim")`` for a
     query projection). With ``lora`` set the layer adds ``scale * dropout(x) . A . B`` when the
     ``"lora"`` collection holds its adapter (and creates A, B during ``init``).
+    ``accumulation_dtype`` sets the matmul's output type (the output head's fp32 logits).
     """
 
     features: Sequence[int]
@@ -96,6 +100,7 @@ class Dense(nn.Module):
     param_dtype: Dtype = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()
     lora: lora_lib.LoRAConfig | None = None
+    accumulation_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -106,7 +111,7 @@ class Dense(nn.Module):
         kernel_init = nn.with_logical_partitioning(self.kernel_init, tuple(self.axes))
         kernel = self.param("kernel", kernel_init, in_shape + features, self.param_dtype)
         x = x.astype(self.dtype)
-        y = _contract(x, kernel.astype(self.dtype), n_in)
+        y = _contract(x, kernel.astype(self.dtype), n_in, self.accumulation_dtype)
         if self.use_bias:
             bias_init = nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.axes[n_in:]))
             y = y + self.param("bias", bias_init, features, self.param_dtype).astype(self.dtype)
@@ -135,10 +140,13 @@ class Dense(nn.Module):
         return y
 
 
-def _contract(x: jax.Array, kernel: jax.Array, n: int) -> jax.Array:
+def _contract(x: jax.Array, kernel: jax.Array, n: int, out_dtype: Dtype | None = None) -> jax.Array:
     """Contract the last n dims of x with the first n dims of kernel."""
     return jax.lax.dot_general(
-        x, kernel, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ()))
+        x,
+        kernel,
+        ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())),
+        preferred_element_type=out_dtype,
     )
 
 
@@ -233,6 +241,11 @@ def constrain_embed(x: jax.Array) -> jax.Array:
 def constrain_mlp(x: jax.Array) -> jax.Array:
     """Constraint for [batch, len, mlp] hidden activations of the MLP."""
     return constrain(x, ("activation_batch", "activation_length", "activation_mlp"))
+
+
+def head_accumulation_dtype(dtype: Dtype, logits_dtype: Dtype) -> Dtype:
+    """The output head's matmul type: the wider of the compute and the logits dtype."""
+    return jnp.promote_types(dtype, logits_dtype)
 
 
 def output_logits(logits: jax.Array, dtype: Any) -> jax.Array:

@@ -48,6 +48,7 @@ from kid.models.layers import (
     constrain_embed,
     constrain_heads,
     constrain_mlp,
+    head_accumulation_dtype,
     output_logits,
     read_layer,
     write_cache,
@@ -279,7 +280,11 @@ class T5(nn.Module):
         self.decoder = T5Decoder(cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = Dense(
-                (cfg.vocab_size,), ("embed", "vocab"), dtype=cfg.dtype, param_dtype=cfg.param_dtype
+                (cfg.vocab_size,),
+                ("embed", "vocab"),
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                accumulation_dtype=head_accumulation_dtype(cfg.dtype, cfg.logits_dtype),
             )
 
     def __call__(
@@ -292,6 +297,21 @@ class T5(nn.Module):
         deterministic: bool = True,
     ) -> jax.Array:
         """Logits [B, T_dec, V] of the decoder given encoder inputs [B, S]."""
+        return self.output_head(
+            self.hidden_states(
+                input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
+            )
+        )
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None,
+        decoder_input_ids: jax.Array | None,
+        decoder_attention_mask: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Final decoder hidden states [B, T_dec, d_model], before the output head."""
         if decoder_input_ids is None:
             raise ValueError(
                 "T5 needs decoder_input_ids (shifted right, starting with "
@@ -313,7 +333,7 @@ class T5(nn.Module):
             0,
             deterministic,
         )
-        return self._logits(x)
+        return x
 
     def encode(
         self, input_ids: jax.Array, attention_mask: jax.Array, *, deterministic: bool = True
@@ -388,14 +408,20 @@ class T5(nn.Module):
             mask=key_mask,
             index=cache.index + tokens.shape[1],
         )
-        return self._logits(x), cache
+        return self.output_head(x), cache
 
     def _embed(self, ids: jax.Array) -> jax.Array:
         return constrain_embed(self.shared(ids))
 
-    def _logits(self, x: jax.Array) -> jax.Array:
+    def output_head(self, x: jax.Array) -> jax.Array:
+        """Logits [..., V] of decoder hidden states [..., d_model], accumulated in the logits
+        dtype."""
         cfg = self.config
         if cfg.scale_decoder_outputs:
             x = x * (cfg.d_model**-0.5)
-        logits = self.shared.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
+        accumulation = head_accumulation_dtype(cfg.dtype, cfg.logits_dtype)
+        if cfg.tie_word_embeddings:
+            logits = self.shared.attend(x, accumulation)
+        else:
+            logits = self.lm_head(x)
         return output_logits(logits, cfg.logits_dtype)
