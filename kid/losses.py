@@ -1,0 +1,407 @@
+"""Token-level divergences between a student and a teacher, computed from logits.
+
+Every public divergence has the signature
+
+    fn(student_logits [B, T, Vs], teacher_logits [B, T, Vt], mask [B, T], *,
+       temperature=1.0, vocab_size=None, <method kwargs>) -> (loss_sum, token_count)
+
+with p the teacher distribution and q the student distribution. `loss_sum` is the
+f32 sum over positions of mask * (divergence summed over the vocabulary) and
+`token_count` is sum(mask); mask may hold float weights (0 for padding). Nothing is
+divided here: the step normalises by the global token count, so means over gradient
+accumulation and hosts stay unbiased (t5x's weighted-sum convention).
+
+Conventions shared by all of them:
+- Vocabulary. A student and teacher of one family can pad their embedding tables
+  differently (Qwen2.5-0.5B has 151,936 rows, Qwen2.5-7B 152,064), so both logits are
+  sliced to `vocab_size` (the tokenizer's real vocabulary) when given, else to
+  min(Vs, Vt), before the softmax.
+- Temperature. Both logits are divided by T and the loss is multiplied by T^2
+  (Hinton et al. 2015): the gradient w.r.t. the logits then keeps roughly the same
+  magnitude for any T, so the KD weight keeps its meaning next to the cross-entropy
+  term. At T = 1 this is a no-op.
+- Numerics. Logits are cast to float32 and everything stays in log space
+  (log_softmax, logaddexp). Vocabulary entries whose logits are -inf for both models
+  (a masked entry) contribute exactly 0, and terms p * log(...) use 0 log 0 = 0 with
+  the "double where" trick, so no NaN leaks into values or gradients. Padded positions
+  (mask 0) are replaced before any arithmetic, so even NaN logits there are harmless.
+
+`DIVERGENCES` maps config names to these functions; `per_token` gives the unreduced
+[B, T] values; `cross_entropy` is the SFT / auxiliary MLE term with the same reduction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+# --- Shared input handling ---------------------------------------------------------------
+
+
+def _shared_vocab(vocab_size: int | None, **sizes: int) -> int:
+    """The number of leading vocabulary columns used: vocab_size, else the smallest size."""
+    smallest = min(sizes.values())
+    if vocab_size is None:
+        return smallest
+    if not 0 < vocab_size <= smallest:
+        named = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise ValueError(f"vocab_size {vocab_size} must be in [1, {smallest}] ({named})")
+    return vocab_size
+
+
+def _check_mask(mask: Array, logits: Array) -> None:
+    if mask.shape != logits.shape[:-1]:
+        raise ValueError(f"mask shape {mask.shape} != logits shape[:-1] {logits.shape[:-1]}")
+
+
+def _check_pair(student_logits: Array, teacher_logits: Array) -> None:
+    if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
+        raise ValueError(
+            f"student logits {student_logits.shape} and teacher logits "
+            f"{teacher_logits.shape} differ before the vocabulary axis"
+        )
+
+
+def _log_probs(
+    student_logits: Array, teacher_logits: Array, temperature: float, vocab_size: int | None
+) -> tuple[Array, Array, Array]:
+    """Tempered f32 log-probabilities on the shared vocabulary.
+
+    Returns (log_q, log_p, live), each [B, T, V]. `live` is False where both models give
+    an entry probability 0; there log_q and log_p are set to 0 so that no divergence
+    term (nor its gradient) sees -inf - -inf; the caller zeroes those terms.
+    """
+    _check_pair(student_logits, teacher_logits)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    v = _shared_vocab(
+        vocab_size, student=student_logits.shape[-1], teacher=teacher_logits.shape[-1]
+    )
+    log_q = jax.nn.log_softmax(student_logits[..., :v].astype(jnp.float32) / temperature)
+    log_p = jax.nn.log_softmax(teacher_logits[..., :v].astype(jnp.float32) / temperature)
+    live = (log_q > -jnp.inf) | (log_p > -jnp.inf)
+    return jnp.where(live, log_q, 0.0), jnp.where(live, log_p, 0.0), live
+
+
+def _drop_padding(logits: Array, mask: Array) -> Array:
+    """Zero the logits [B, T, V] where mask [B, T] is 0, before any arithmetic.
+
+    A padded position may hold anything (NaN from a fully masked attention row, or an
+    entry one model rules out), and 0 * NaN in the backward pass would still be NaN;
+    replacing its input ("double where") gives it value 0 and gradient 0.
+    """
+    _check_mask(mask, logits)
+    return jnp.where(mask[..., None] != 0, logits, 0)
+
+
+def _masked_sum(values: Array, mask: Array) -> tuple[Array, Array]:
+    """(sum of mask * values, sum of mask) as f32 scalars."""
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(mask * values), jnp.sum(mask)
+
+
+# --- Elementwise terms: (log_q, log_p) [B, T, V] -> [B, T, V], summed over V later ------
+
+
+def _xlog(log_a: Array, log_ratio: Array) -> Array:
+    """exp(log_a) * log_ratio, with 0 where exp(log_a) = 0 even if log_ratio is infinite."""
+    present = log_a > -jnp.inf
+    return jnp.where(present, jnp.exp(log_a) * jnp.where(present, log_ratio, 0.0), 0.0)
+
+
+def _kl(log_a: Array, log_b: Array) -> Array:
+    """Terms of KL(a || b) = sum a (log a - log b)."""
+    return _xlog(log_a, log_a - log_b)
+
+
+def _log_mix(log_a: Array, log_b: Array, w: float) -> Array:
+    """log(w a + (1 - w) b), as a two-term logsumexp; w = 0 gives log b exactly."""
+    return jnp.logaddexp(log_a + jnp.log(jnp.float32(w)), log_b + math.log1p(-w))
+
+
+def _check_unit(name: str, value: float, *, closed: bool) -> None:
+    ok = 0 <= value <= 1 if closed else 0 <= value < 1
+    if not ok:
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value}")
+
+
+def _jsd_terms(log_q: Array, log_p: Array, beta: float = 0.5) -> Array:
+    _check_unit("beta", beta, closed=True)
+    if beta == 0:  # the mixture form is identically 0 at the ends; TRL uses the KLs there
+        return _kl(log_p, log_q)
+    if beta == 1:
+        return _kl(log_q, log_p)
+    log_m = _log_mix(log_p, log_q, beta)
+    return beta * _kl(log_p, log_m) + (1 - beta) * _kl(log_q, log_m)
+
+
+def _tvd_terms(log_q: Array, log_p: Array) -> Array:
+    return 0.5 * jnp.abs(jnp.exp(log_p) - jnp.exp(log_q))
+
+
+def _skew_fkl_terms(log_q: Array, log_p: Array, lam: float = 0.1) -> Array:
+    _check_unit("lam", lam, closed=False)
+    return _kl(log_p, _log_mix(log_p, log_q, lam))
+
+
+def _skew_rkl_terms(log_q: Array, log_p: Array, lam: float = 0.1) -> Array:
+    _check_unit("lam", lam, closed=False)
+    return _kl(log_q, _log_mix(log_q, log_p, lam))
+
+
+def _ab_zero_beta(log_a: Array, log_b: Array, alpha: float) -> Array:
+    """Terms of D_AB^(alpha, 0)(a || b) = sum(A log(A / B) - A + B) / alpha^2, A = a^alpha."""
+    a_pow, b_pow = alpha * log_a, alpha * log_b
+    return (_xlog(a_pow, a_pow - b_pow) - jnp.exp(a_pow) + jnp.exp(b_pow)) / alpha**2
+
+
+def _abkd_terms(log_q: Array, log_p: Array, alpha: float = 0.5, beta: float = 0.5) -> Array:
+    """Terms of the alpha-beta divergence D_AB^(alpha, beta)(p || q) (Cichocki et al. 2011).
+
+    Powers are exp(alpha * log p) etc.; the singular (alpha, beta) use the limit forms.
+    """
+    if alpha == 0 and beta == 0:
+        return 0.5 * jnp.square(log_p - log_q)
+    if beta == 0:
+        return _ab_zero_beta(log_p, log_q, alpha)
+    if alpha == 0:
+        return _ab_zero_beta(log_q, log_p, beta)
+    if alpha + beta == 0:
+        log_ratio = alpha * (log_q - log_p)  # log(q^alpha / p^alpha)
+        return (log_ratio + jnp.exp(-log_ratio) - 1) / alpha**2
+    s = alpha + beta
+    mixed = jnp.exp(alpha * log_p + beta * log_q)  # p^alpha q^beta
+    own = alpha / s * jnp.exp(s * log_p) + beta / s * jnp.exp(s * log_q)
+    return (own - mixed) / (alpha * beta)
+
+
+_TERMS: dict[str, Callable[..., Array]] = {
+    "fkl": lambda log_q, log_p: _kl(log_p, log_q),
+    "rkl": lambda log_q, log_p: _kl(log_q, log_p),
+    "jsd": _jsd_terms,
+    "tvd": _tvd_terms,
+    "skew_fkl": _skew_fkl_terms,
+    "skew_rkl": _skew_rkl_terms,
+    "abkd": _abkd_terms,
+}
+
+
+# --- Public API --------------------------------------------------------------------------
+
+
+def per_token(
+    name: str,
+    student_logits: Array,
+    teacher_logits: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    **kwargs: float,
+) -> Array:
+    """Divergence `name` at every position, summed over the vocabulary, times T^2.
+
+    Args:
+      name: a key of DIVERGENCES.
+      student_logits: [B, T, Vs]; teacher_logits: [B, T, Vt].
+      kwargs: the divergence's own static hyperparameters (beta, lam, alpha).
+
+    Returns:
+      [B, T] float32.
+    """
+    if name not in _TERMS:
+        raise ValueError(f"unknown divergence {name!r}; known: {sorted(_TERMS)}")
+    log_q, log_p, live = _log_probs(student_logits, teacher_logits, temperature, vocab_size)
+    terms = jnp.where(live, _TERMS[name](log_q, log_p, **kwargs), 0.0)
+    return temperature**2 * jnp.sum(terms, axis=-1)
+
+
+def _reduce(
+    name: str, student_logits: Array, teacher_logits: Array, mask: Array, **kwargs
+) -> tuple[Array, Array]:
+    _check_pair(student_logits, teacher_logits)
+    student_logits = _drop_padding(student_logits, mask)
+    teacher_logits = _drop_padding(teacher_logits, mask)
+    return _masked_sum(per_token(name, student_logits, teacher_logits, **kwargs), mask)
+
+
+def fkl(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+) -> tuple[Array, Array]:
+    """Forward KL(p || q) = sum p (log p - log q): mass-covering (FKD, ImitKD)."""
+    return _reduce(
+        "fkl", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
+    )
+
+
+def rkl(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+) -> tuple[Array, Array]:
+    """Reverse KL(q || p) = sum q (log q - log p): mode-seeking (RKD, KID, GKD)."""
+    return _reduce(
+        "rkl", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
+    )
+
+
+def jsd(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    beta: float = 0.5,
+) -> tuple[Array, Array]:
+    """Generalised Jensen-Shannon divergence in TRL's convention.
+
+    M = beta p + (1 - beta) q and jsd = beta KL(p || M) + (1 - beta) KL(q || M).
+    beta = 0 is fkl and beta = 1 is rkl (special-cased, as in TRL, since the mixture
+    form is 0 there); EasyDeL uses the reverse convention. beta must be in [0, 1].
+    """
+    return _reduce(
+        "jsd",
+        student_logits,
+        teacher_logits,
+        mask,
+        temperature=temperature,
+        vocab_size=vocab_size,
+        beta=beta,
+    )
+
+
+def tvd(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+) -> tuple[Array, Array]:
+    """Total variation 0.5 sum |p - q| (f-distill); bounded in [0, 1] per token."""
+    return _reduce(
+        "tvd", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
+    )
+
+
+def skew_fkl(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    lam: float = 0.1,
+) -> tuple[Array, Array]:
+    """Skew forward KL(p || lam p + (1 - lam) q) (DistiLLM, Ko et al. 2024).
+
+    Mixing p into the second argument keeps the log-ratio bounded where q is tiny.
+    lam = 0 is fkl exactly; lam must be in [0, 1).
+    """
+    return _reduce(
+        "skew_fkl",
+        student_logits,
+        teacher_logits,
+        mask,
+        temperature=temperature,
+        vocab_size=vocab_size,
+        lam=lam,
+    )
+
+
+def skew_rkl(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    lam: float = 0.1,
+) -> tuple[Array, Array]:
+    """Skew reverse KL(q || lam q + (1 - lam) p) (DistiLLM); lam = 0 is rkl, lam in [0, 1)."""
+    return _reduce(
+        "skew_rkl",
+        student_logits,
+        teacher_logits,
+        mask,
+        temperature=temperature,
+        vocab_size=vocab_size,
+        lam=lam,
+    )
+
+
+def abkd(
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    *,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+) -> tuple[Array, Array]:
+    """Alpha-beta divergence D_AB^(alpha, beta)(p || q) of ABKD (Wang et al., ICML 2025).
+
+    D_AB = -1/(alpha beta) sum(p^alpha q^beta - alpha/(alpha+beta) p^(alpha+beta)
+    - beta/(alpha+beta) q^(alpha+beta)), with Cichocki et al.'s limit forms where
+    alpha, beta or alpha + beta is 0. (1, 0) is fkl and (0, 1) is rkl; the default
+    (0.5, 0.5) is 2 sum (sqrt p - sqrt q)^2, a scaled squared Hellinger distance.
+    An extension beyond the KID paper, which uses only the KLs, JSD and TVD.
+    """
+    return _reduce(
+        "abkd",
+        student_logits,
+        teacher_logits,
+        mask,
+        temperature=temperature,
+        vocab_size=vocab_size,
+        alpha=alpha,
+        beta=beta,
+    )
+
+
+DIVERGENCES: dict[str, Callable[..., tuple[Array, Array]]] = {
+    "fkl": fkl,
+    "rkl": rkl,
+    "jsd": jsd,
+    "tvd": tvd,
+    "skew_fkl": skew_fkl,
+    "skew_rkl": skew_rkl,
+    "abkd": abkd,
+}
+
+
+def cross_entropy(
+    logits: Array, targets: Array, mask: Array, *, vocab_size: int | None = None
+) -> tuple[Array, Array]:
+    """Token cross-entropy -log softmax(logits)[target], reduced like the divergences.
+
+    Args:
+      logits: [B, T, V], sliced to `vocab_size` when given.
+      targets: [B, T] int, each < the (sliced) vocabulary size.
+      mask: [B, T] weights, 0 for padding.
+
+    Returns:
+      (loss_sum, token_count), f32 scalars.
+    """
+    logits = _drop_padding(logits, mask)
+    if targets.shape != mask.shape:
+        raise ValueError(f"targets shape {targets.shape} != mask shape {mask.shape}")
+    v = _shared_vocab(vocab_size, logits=logits.shape[-1])
+    log_probs = jax.nn.log_softmax(logits[..., :v].astype(jnp.float32))
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return _masked_sum(nll, mask)
