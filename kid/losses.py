@@ -230,148 +230,71 @@ def _reduce(
     return _masked_sum(per_token(name, student_logits, teacher_logits, **kwargs), mask)
 
 
-def fkl(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-) -> tuple[Array, Array]:
-    """Forward KL(p || q) = sum p (log p - log q): mass-covering (FKD, ImitKD)."""
-    return _reduce(
-        "fkl", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
-    )
+def _divergence(name: str, doc: str) -> Callable[..., tuple[Array, Array]]:
+    """The public reduction of divergence ``name``: (loss_sum, token_count) of [B, T]."""
+
+    def divergence(
+        student_logits: Array,
+        teacher_logits: Array,
+        mask: Array,
+        *,
+        temperature: float = 1.0,
+        vocab_size: int | None = None,
+        **options: float,
+    ) -> tuple[Array, Array]:
+        return _reduce(
+            name,
+            student_logits,
+            teacher_logits,
+            mask,
+            temperature=temperature,
+            vocab_size=vocab_size,
+            **options,
+        )
+
+    divergence.__name__ = divergence.__qualname__ = name
+    divergence.__doc__ = doc
+    return divergence
 
 
-def rkl(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-) -> tuple[Array, Array]:
-    """Reverse KL(q || p) = sum q (log q - log p): mode-seeking (RKD, KID, GKD)."""
-    return _reduce(
-        "rkl", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
-    )
-
-
-def jsd(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-    beta: float = 0.5,
-) -> tuple[Array, Array]:
-    """Generalised Jensen-Shannon divergence in TRL's convention.
+fkl = _divergence("fkl", "Forward KL(p || q) = sum p (log p - log q): mass-covering (FKD, ImitKD).")
+rkl = _divergence(
+    "rkl", "Reverse KL(q || p) = sum q (log q - log p): mode-seeking (RKD, KID, GKD)."
+)
+jsd = _divergence(
+    "jsd",
+    """Generalised Jensen-Shannon divergence in TRL's convention; option beta=0.5.
 
     M = beta p + (1 - beta) q and jsd = beta KL(p || M) + (1 - beta) KL(q || M).
     beta = 0 is fkl and beta = 1 is rkl (special-cased, as in TRL, since the mixture
     form is 0 there); EasyDeL uses the reverse convention. beta must be in [0, 1].
-    """
-    return _reduce(
-        "jsd",
-        student_logits,
-        teacher_logits,
-        mask,
-        temperature=temperature,
-        vocab_size=vocab_size,
-        beta=beta,
-    )
-
-
-def tvd(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-) -> tuple[Array, Array]:
-    """Total variation 0.5 sum |p - q| (f-distill); bounded in [0, 1] per token."""
-    return _reduce(
-        "tvd", student_logits, teacher_logits, mask, temperature=temperature, vocab_size=vocab_size
-    )
-
-
-def skew_fkl(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-    lam: float = 0.1,
-) -> tuple[Array, Array]:
-    """Skew forward KL(p || lam p + (1 - lam) q) (DistiLLM, Ko et al. 2024).
+    """,
+)
+tvd = _divergence("tvd", "Total variation 0.5 sum |p - q| (f-distill); in [0, 1] per token.")
+skew_fkl = _divergence(
+    "skew_fkl",
+    """Skew forward KL(p || lam p + (1 - lam) q) (DistiLLM, Ko et al. 2024); option lam=0.1.
 
     Mixing p into the second argument keeps the log-ratio bounded where q is tiny.
     lam = 0 is fkl exactly; lam must be in [0, 1).
-    """
-    return _reduce(
-        "skew_fkl",
-        student_logits,
-        teacher_logits,
-        mask,
-        temperature=temperature,
-        vocab_size=vocab_size,
-        lam=lam,
-    )
-
-
-def skew_rkl(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-    lam: float = 0.1,
-) -> tuple[Array, Array]:
-    """Skew reverse KL(q || lam q + (1 - lam) p) (DistiLLM); lam = 0 is rkl, lam in [0, 1)."""
-    return _reduce(
-        "skew_rkl",
-        student_logits,
-        teacher_logits,
-        mask,
-        temperature=temperature,
-        vocab_size=vocab_size,
-        lam=lam,
-    )
-
-
-def abkd(
-    student_logits: Array,
-    teacher_logits: Array,
-    mask: Array,
-    *,
-    temperature: float = 1.0,
-    vocab_size: int | None = None,
-    alpha: float = 0.5,
-    beta: float = 0.5,
-) -> tuple[Array, Array]:
-    """Alpha-beta divergence D_AB^(alpha, beta)(p || q) of ABKD (Wang et al., ICML 2025).
+    """,
+)
+skew_rkl = _divergence(
+    "skew_rkl",
+    "Skew reverse KL(q || lam q + (1 - lam) p) (DistiLLM); option lam=0.1; lam = 0 is rkl.",
+)
+abkd = _divergence(
+    "abkd",
+    """Alpha-beta divergence D_AB^(alpha, beta)(p || q) of ABKD (Wang et al., ICML 2025);
+    options alpha=0.5, beta=0.5.
 
     D_AB = -1/(alpha beta) sum(p^alpha q^beta - alpha/(alpha+beta) p^(alpha+beta)
     - beta/(alpha+beta) q^(alpha+beta)), with Cichocki et al.'s limit forms where
     alpha, beta or alpha + beta is 0. (1, 0) is fkl and (0, 1) is rkl; the default
     (0.5, 0.5) is 2 sum (sqrt p - sqrt q)^2, a scaled squared Hellinger distance.
     An extension beyond the KID paper, which uses only the KLs, JSD and TVD.
-    """
-    return _reduce(
-        "abkd",
-        student_logits,
-        teacher_logits,
-        mask,
-        temperature=temperature,
-        vocab_size=vocab_size,
-        alpha=alpha,
-        beta=beta,
-    )
+    """,
+)
 
 
 DIVERGENCES: dict[str, Callable[..., tuple[Array, Array]]] = {

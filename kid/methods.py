@@ -279,13 +279,6 @@ def teacher_samples(frozen, batch, rng, cfg: KDConfig, *, greedy: bool = False) 
     return fwd.continuation_batch(batch, decoded, pad_id=cfg.pad_id)
 
 
-def _either(use_first: jax.Array, first: Callable, second: Callable) -> tuple:
-    """``first()`` if use_first else ``second()``, one of them run (lax.cond); metrics gain
-    "first" (1.0 / 0.0), which branch the batch took."""
-    loss, metrics = jax.lax.cond(use_first, first, second)
-    return loss, {**metrics, "first": use_first.astype(jnp.float32)}
-
-
 # ----------------------------------------------------------------------------------------------
 # The methods.
 
@@ -340,57 +333,91 @@ def kid_cascade(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     return kid(trainable, frozen, batch, rng, cfg, step=step, cascade=True)
 
 
-def _on_or_off_policy(trainable, frozen, batch, rng, cfg: KDConfig, on_policy_prob):
-    """D on student samples with probability ``on_policy_prob``, else D on gold + CE(y)."""
+# Where a mixed method's sequences come from: (variables, frozen, batch, rng, cfg) ->
+# (the sequences D is computed on, the gold batch for the auxiliary CE or None).
+def _gold_sequences(variables, frozen, batch, rng, cfg):
+    del variables, frozen, rng, cfg
+    return batch, batch
+
+
+def _student_sequences(variables, frozen, batch, rng, cfg):
+    del frozen
+    return student_samples(jax.lax.stop_gradient(variables), batch, rng, cfg), None
+
+
+def _teacher_sequences(variables, frozen, batch, rng, cfg):
+    del variables
+    return teacher_samples(frozen, batch, rng, cfg), None
+
+
+def _mixture(trainable, frozen, batch, rng, cfg: KDConfig, first_prob, first, second, flag: str):
+    """D on the sequences of source ``first`` with probability ``first_prob``, else of
+    ``second``, drawn once per batch; only the drawn branch runs (lax.cond). metrics[flag] is
+    1.0 when the batch took ``first``."""
     coin_rng, sample_rng, dropout_rng = jax.random.split(rng, 3)
     variables = student_variables(trainable, frozen, cfg)
 
-    def on_policy():
-        samples = student_samples(jax.lax.stop_gradient(variables), batch, sample_rng, cfg)
-        return _distill(variables, frozen, samples, dropout_rng, cfg, gold=None)
+    def branch(source):
+        def run():
+            sequences, gold = source(variables, frozen, batch, sample_rng, cfg)
+            return _distill(variables, frozen, sequences, dropout_rng, cfg, gold=gold)
 
-    def off_policy():
-        return _distill(variables, frozen, batch, dropout_rng, cfg, gold=batch)
+        return run
 
-    use_samples = jax.random.uniform(coin_rng) < on_policy_prob
-    loss, metrics = _either(use_samples, on_policy, off_policy)
-    metrics["on_policy"] = metrics.pop("first")
-    return loss, metrics
+    use_first = jax.random.uniform(coin_rng) < first_prob
+    loss, metrics = jax.lax.cond(use_first, branch(first), branch(second))
+    return loss, {**metrics, flag: use_first.astype(jnp.float32)}
 
 
 def gkd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     """GKD (Agarwal et al. 2024): with probability lambda (per batch, as TRL) the batch is the
     student's samples, else gold; divergence rkl by default (fkl / jsd(beta) configurable)."""
     del step
-    return _on_or_off_policy(trainable, frozen, batch, rng, cfg, cfg.on_policy_fraction)
+    return _mixture(
+        trainable,
+        frozen,
+        batch,
+        rng,
+        cfg,
+        cfg.on_policy_fraction,
+        _student_sequences,
+        _gold_sequences,
+        "on_policy",
+    )
 
 
 def imitkd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     """ImitKD (Lin et al. 2020): fkl on gold with probability beta_i = max(0, 1 - i / decay),
     else on the student's samples; the oracle's share decays as the student improves."""
     gold_prob = jnp.maximum(0.0, 1.0 - jnp.asarray(step, jnp.float32) / cfg.imitkd_decay_steps)
-    return _on_or_off_policy(trainable, frozen, batch, rng, cfg, 1.0 - gold_prob)
+    return _mixture(
+        trainable,
+        frozen,
+        batch,
+        rng,
+        cfg,
+        1.0 - gold_prob,
+        _student_sequences,
+        _gold_sequences,
+        "on_policy",
+    )
 
 
 def fdistill(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     """f-distill (Wen et al. 2023), TVD variant: tvd on the student's samples with probability
     ``student_fraction``, else on the teacher's samples (no gold)."""
     del step
-    coin_rng, sample_rng, dropout_rng = jax.random.split(rng, 3)
-    variables = student_variables(trainable, frozen, cfg)
-
-    def on_student():
-        samples = student_samples(jax.lax.stop_gradient(variables), batch, sample_rng, cfg)
-        return _distill(variables, frozen, samples, dropout_rng, cfg, gold=None)
-
-    def on_teacher():
-        samples = teacher_samples(frozen, batch, sample_rng, cfg)
-        return _distill(variables, frozen, samples, dropout_rng, cfg, gold=None)
-
-    use_student = jax.random.uniform(coin_rng) < cfg.student_fraction
-    loss, metrics = _either(use_student, on_student, on_teacher)
-    metrics["student_sampled"] = metrics.pop("first")
-    return loss, metrics
+    return _mixture(
+        trainable,
+        frozen,
+        batch,
+        rng,
+        cfg,
+        cfg.student_fraction,
+        _student_sequences,
+        _teacher_sequences,
+        "student_sampled",
+    )
 
 
 def seqkd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):

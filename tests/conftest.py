@@ -3,7 +3,12 @@
 import os
 import pathlib
 
-import pytest
+# The tests compile many tiny programs and run each a few times: XLA's LLVM optimisation
+# costs more than it saves there (about a third of the suite's time). Set before any test
+# starts the jax backend; eight_devices.env() passes it on to the subprocess checks.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+
+import pytest  # noqa: E402
 
 from kid.data import schema as schema_lib
 

@@ -4,12 +4,7 @@ flag once, at import."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-import subprocess
-import sys
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import eight_devices
 
 
 def check() -> None:
@@ -52,10 +47,4 @@ def check() -> None:
 
 
 def test_generate_under_8_device_mesh_matches_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
-    code = "import test_generate_mesh; test_generate_mesh.check()"
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+    eight_devices.run("import test_generate_mesh; test_generate_mesh.check()")

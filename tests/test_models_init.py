@@ -8,17 +8,13 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (jax reads the flag at first 
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
-import subprocess
-import sys
 
+import eight_devices
 import jax
 import numpy as np
 
 from kid import models
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CASES = ("t5-tiny", "qwen2-tiny")
 
 
@@ -52,14 +48,9 @@ def test_init_under_jit_and_eval_shape():
 
 
 def test_init_under_jit_on_an_8_device_mesh():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     code = (
         "import jax, test_models_init as t; from kid import sharding; "
         "assert jax.device_count() == 8; "
         "t.check(sharding.make_mesh({'fsdp': 2, 'tensor': 4}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+    eight_devices.run(code)

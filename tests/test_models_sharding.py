@@ -7,11 +7,11 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (jax reads the flag at first 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
+import eight_devices
 import jax
 import numpy as np
 from hf_fixtures import batch, save_checkpoint
@@ -102,11 +102,7 @@ def test_same_logits_on_one_and_eight_devices(tmp_path):
     for name, directory in directories.items():
         save_checkpoint(name, directory)
     out = tmp_path / "eight.npz"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = eight_devices.env()
     args = [
         sys.executable,
         __file__,

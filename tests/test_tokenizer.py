@@ -115,3 +115,14 @@ def test_decode_stops_at_eos(t5_dir):
 def test_missing_directory_is_an_error(tmp_path):
     with pytest.raises(tokenizer_lib.TokenizerError, match="not found"):
         tokenizer_lib.load_tokenizer(tmp_path / "nope")
+
+
+def test_kd_pairs_need_one_base_vocabulary(t5_dir, llama_dir, gold_sql):
+    student = tokenizer_lib.load_tokenizer(t5_dir, mask_token="<kid_mask>")  # an added mask
+    tokenizer_lib.add_missing_tokens(student, gold_sql)
+    teacher = tokenizer_lib.load_tokenizer(t5_dir)
+    assert len(student) > len(teacher)
+    tokenizer_lib.check_same_base_vocabulary(student, teacher)  # added tokens are no reason
+    other = tokenizer_lib.load_tokenizer(llama_dir)
+    with pytest.raises(tokenizer_lib.TokenizerError, match="differ at id 0"):
+        tokenizer_lib.check_same_base_vocabulary(student, other)

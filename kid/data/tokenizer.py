@@ -157,6 +157,28 @@ def save_tokenizer(tok: Tokenizer, path: str | os.PathLike[str]) -> None:
         os.replace(tmp, path)
 
 
+def check_same_base_vocabulary(student: Tokenizer, teacher: Tokenizer) -> None:
+    """Refuses a student / teacher pair whose base vocabularies map ids to different pieces.
+
+    KD compares the two distributions id by id, so such a pair would give wrong numbers
+    silently. Tokens past the shorter base vocabulary (added or reserved tokens, KID's mask
+    token, kid's missing-character tokens) are not compared: they are no reason to refuse a
+    pair, and the mask token is never a KD target.
+    """
+    shared = min(student.base_size, teacher.base_size)
+    pieces = [
+        {i: piece for piece, i in tok.hf.get_vocab().items() if i < shared}
+        for tok in (student, teacher)
+    ]
+    for i in range(shared):
+        if pieces[0].get(i) != pieces[1].get(i):
+            raise TokenizerError(
+                f"student tokenizer {student.hf.name_or_path} and teacher tokenizer "
+                f"{teacher.hf.name_or_path} differ at id {i} ({pieces[0].get(i)!r} vs "
+                f"{pieces[1].get(i)!r}): KD needs one base vocabulary"
+            )
+
+
 def roundtrip_failures(tok: Tokenizer, texts: Sequence[str]) -> list[tuple[str, str]]:
     """(text, decoded) for every text that decode(encode(text)) does not reproduce."""
     ids = tok.encode(texts, add_special_tokens=False)

@@ -1,0 +1,27 @@
+"""Runs a check in a fresh interpreter with 8 simulated CPU devices: jax reads the device
+count flag once, when its backend starts, so a multi-device test cannot run in-process."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    """This process's environment plus 8 CPU devices (other XLA flags kept) and kid + tests
+    on the path."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    path = os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "XLA_FLAGS": flags.strip(), "PYTHONPATH": path}
+
+
+def run(code: str, timeout: int = 900) -> None:
+    """Runs ``code`` (python -c); it must print OK."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-5000:]
