@@ -1,5 +1,5 @@
 """rkd, kid, kid_cascade and gkd on an 8-device (simulated CPU) mesh give the loss (and for
-rkd and kid the gradient) of one device. In a subprocess: jax reads the device count flag once, at import."""
+rkd and kid the gradient) of one device, in a subprocess (``eight_devices``)."""
 
 from __future__ import annotations
 

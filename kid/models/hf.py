@@ -40,13 +40,8 @@ from kid import sharding
 from kid.models import lora as lora_lib
 from kid.models.build import build, param_axes
 from kid.models.configs import DecoderConfig, ModelConfig, T5Config
-from kid.models.safetensors_io import SafetensorsDir
-
-SUPPORTED = {
-    "t5": "T5ForConditionalGeneration",
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-}
+from kid.models.hf_config import config_from_hf, config_to_hf
+from kid.models.safetensors_io import CheckpointError, SafetensorsDir, read_json_object
 
 # Tensors Hugging Face checkpoints may carry that kid does not keep (copies of the shared
 # embedding, an unused relative bias, old rotary buffers).
@@ -73,130 +68,6 @@ _T5_SUBLAYERS = {
     },
 }
 _TWO_INPUT_DIMS = ("o_proj", "o")  # Output projections contract [heads, head_dim].
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def _token_ids(value):
-    """A config.json token id, or a list of them (Llama 3's EOS) as a hashable tuple."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _hf_fields(config: ModelConfig, fields: str) -> dict:
-    """config.json entries for the space-separated ``fields``; tuples become lists."""
-    values = {k: getattr(config, k) for k in fields.split()}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-
-
-def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> ModelConfig:
-    """kid's config for a Hugging Face config.json dict; unsupported models raise."""
-    model_type = hf.get("model_type")
-    if model_type not in SUPPORTED:
-        raise ValueError(
-            f"{where}: unsupported architecture model_type={model_type!r} "
-            f"(architectures={hf.get('architectures')}); supported: {sorted(SUPPORTED)}"
-        )
-    if model_type == "t5":
-        return T5Config(
-            vocab_size=hf["vocab_size"],
-            d_model=hf["d_model"],
-            d_kv=hf["d_kv"],
-            d_ff=hf["d_ff"],
-            num_layers=hf["num_layers"],
-            num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
-            num_heads=hf["num_heads"],
-            relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
-            dropout_rate=hf.get("dropout_rate", 0.1),
-            layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-6),
-            feed_forward_proj=hf.get("feed_forward_proj", "relu"),
-            tie_word_embeddings=hf.get("tie_word_embeddings", True) is not False,
-            # transformers 5 writes the rescale flag; older configs imply it by tying.
-            scale_decoder_outputs=hf.get(
-                "scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False
-            ),
-            pad_token_id=hf.get("pad_token_id", 0),
-            eos_token_id=_token_ids(hf.get("eos_token_id", 1)),
-            decoder_start_token_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),
-            **overrides,
-        )
-    if hf.get("use_sliding_window"):
-        raise ValueError(f"{where}: use_sliding_window=true is not supported")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"{where}: rope type {rope_type!r} is not supported (only default)")
-    heads = hf["num_attention_heads"]
-    attention_bias = bool(hf.get("attention_bias", False))
-    return DecoderConfig(
-        model_type=model_type,
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        intermediate_size=hf["intermediate_size"],
-        num_hidden_layers=hf["num_hidden_layers"],
-        num_attention_heads=heads,
-        num_key_value_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-        max_position_embeddings=hf.get("max_position_embeddings", 2048),
-        hidden_act=hf.get("hidden_act", "silu"),
-        qkv_bias=model_type == "qwen2" or attention_bias,
-        o_bias=model_type == "llama" and attention_bias,
-        mlp_bias=bool(hf.get("mlp_bias", False)),
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        attention_dropout=float(hf.get("attention_dropout", 0.0)),
-        bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=_token_ids(hf.get("eos_token_id")),
-        pad_token_id=hf.get("pad_token_id"),
-        **overrides,
-    )
-
-
-def config_to_hf(config: ModelConfig) -> dict:
-    """A config.json dict transformers builds the same architecture from."""
-    dtype = jnp.dtype(config.param_dtype).name
-    if isinstance(config, T5Config):
-        fields = (
-            "vocab_size d_model d_kv d_ff num_layers num_decoder_layers num_heads "
-            "relative_attention_num_buckets relative_attention_max_distance dropout_rate "
-            "layer_norm_epsilon feed_forward_proj tie_word_embeddings "
-            "scale_decoder_outputs pad_token_id eos_token_id decoder_start_token_id"
-        )
-        return {
-            "architectures": [SUPPORTED["t5"]],
-            "model_type": "t5",
-            "is_encoder_decoder": True,
-            "dtype": dtype,
-            **_hf_fields(config, fields),
-        }
-    family = config.model_type
-    if family == "qwen2" and (not config.qkv_bias or config.o_bias or config.mlp_bias):
-        raise ValueError(
-            "a qwen2 config has q/k/v bias only (qkv_bias=True, o_bias=False, mlp_bias=False)"
-        )
-    if family == "llama" and config.qkv_bias != config.o_bias:
-        raise ValueError("llama's attention_bias covers q/k/v and o: qkv_bias must equal o_bias")
-    fields = (
-        "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
-        "num_key_value_heads head_dim rms_norm_eps max_position_embeddings hidden_act "
-        "tie_word_embeddings attention_dropout bos_token_id eos_token_id pad_token_id "
-        "mlp_bias"
-    )
-    out = {
-        "architectures": [SUPPORTED[family]],
-        "model_type": family,
-        "dtype": dtype,
-        "rope_theta": config.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-        **_hf_fields(config, fields),
-    }
-    if family == "llama":
-        out["attention_bias"] = config.o_bias
-    else:
-        del out["mlp_bias"]
-    return out
 
 
 # ----------------------------------------------------------------------------- names
@@ -277,7 +148,7 @@ def _read(ckpt: SafetensorsDir, name: str, expected: tuple[int, ...], dtype) -> 
         raise KeyError(f"{ckpt.where(name)}: missing (needed by the architecture in config.json)")
     tensor = ckpt.read(name)
     if tuple(tensor.shape) != tuple(expected):
-        raise ValueError(
+        raise CheckpointError(
             f"{ckpt.where(name)} has shape {tuple(tensor.shape)}, expected "
             f"{tuple(expected)} from config.json"
         )
@@ -320,16 +191,20 @@ def load_hf(
       scan_layers: stack layers for ``nn.scan`` (one compiled layer, leading layer axis).
 
     Raises:
-      ValueError / KeyError naming the tensor or config field: unsupported architecture,
-      missing or unexpected tensors, shape mismatches.
+      CheckpointError (a ValueError) naming the file and the field or tensor: invalid JSON,
+      unsupported architecture, invalid config.json or index fields, an index entry outside
+      the directory, a malformed safetensors file, a non-float tensor, unexpected tensors,
+      shape mismatches. KeyError naming a missing tensor; FileNotFoundError for missing files.
     """
     directory = pathlib.Path(path)
     config_path = directory / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"no config.json in {directory}")
-    hf_config = json.loads(config_path.read_text())
     config = config_from_hf(
-        hf_config, str(config_path), param_dtype=param_dtype, scan_layers=scan_layers
+        read_json_object(config_path),
+        str(config_path),
+        param_dtype=param_dtype,
+        scan_layers=scan_layers,
     )
     ckpt = SafetensorsDir(directory)
     embedding = "shared.weight" if isinstance(config, T5Config) else "model.embed_tokens.weight"
@@ -359,7 +234,7 @@ def load_hf(
     used.add("lm_head.weight")  # Tied: checked equal to the embedding above.
     unexpected = sorted(n for n in ckpt.names() - used if not IGNORED.fullmatch(n))
     if unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"unexpected tensors in {directory} for {config_path.name}'s "
             f"architecture: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
         )
