@@ -3,9 +3,11 @@
 Both queries are parsed by `kid.sql.spider_parse` in the schema's namespace, then put in
 Spider's canonical form (condition values dropped, DISTINCT dropped, foreign-key columns
 replaced by the key they reference) and compared clause by clause. A prediction outside
-Spider's grammar is scored as an empty query, as the official evaluator does: so `<>`
-gets EM 0 while `!=` does not, and a trailing comma in SELECT still matches. EM needs
-only the schema (tables.json), never the database.
+Spider's grammar or tokenisation is scored as an empty query, as the official evaluator
+does: so `<>`, `age=32`, backticks and `LIKE'%a%'` get EM 0 while `!=` does not, and a
+trailing comma in SELECT still matches. So is one over the parse's bounds (`TooLong`,
+`TooDeep`), as the official evaluator scores one its parser dies on. EM needs only the
+schema (tables.json), never the database.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ def components_match(pred: Sql, label: Sql) -> bool:
 
 
 def exact_match(gold: str, pred: str, schema: Schema) -> int:
-    """EM of `pred` against `gold` (1 or 0); raises SpiderParseError if gold won't parse."""
+    """EM of `pred` against `gold` (1 or 0); raises SpiderParseError if gold won't parse
+    (or is over the parse's bounds)."""
     names = schema.lowercase_names()
     fk = foreign_key_map(schema)
     label = canonical(spider_parse.parse(gold, names), names, fk)

@@ -68,5 +68,11 @@ def level(sql: Sql) -> str:
 
 
 def hardness(query: str) -> str:
-    """Hardness of a SQL string; raises `SpiderParseError` outside Spider's grammar."""
+    """Hardness of a SQL string, parsed without a schema.
+
+    Raises:
+      SpiderParseError: the query is outside Spider's grammar for any schema (the official
+        classifier's parse fails too, e.g. on `SELECT max(age) - min(age) FROM singer`),
+        or over the parse's bounds (`TooLong`, `TooDeep`).
+    """
     return level(spider_parse.parse(query))

@@ -13,107 +13,181 @@ Spider's evaluators do not compare SQL text: they parse it into a nested structu
     col_unit  = (agg_id, column_id, distinct)
 
 and score components of it. Their verdicts depend on what that parser accepts (a
-trailing comma in SELECT parses; `<>`, comma joins and column aliases do not) and on
-how it reads a query (one ORDER BY direction per clause, the left-most SELECT of a set
-operation owns the clauses). This module reproduces that grammar on sqlglot's tokenizer
-so kid's hardness and exact-match verdicts agree with the official ones.
+trailing comma in SELECT parses; `<>`, comma joins and column aliases do not), on how it
+reads a query (one ORDER BY direction per clause, the left-most SELECT of a set
+operation owns the clauses, tokens after the last clause are ignored) and on how it
+splits the text into tokens (`tokenize`). This module reproduces that tokenizer and
+grammar so kid's hardness and exact-match verdicts agree with the official ones.
 
 Column ids are `__table.column__` (lower case, original names), `__all__` for `*`.
 With `names=None` the parser is lenient (unknown names resolve to themselves, column
-aliases are skipped): enough to count components of a query without its schema.
+aliases are skipped): enough to count components of a query without its schema. It
+still refuses what no schema could make parse: a name must be a word, not a keyword.
+
+The parse is bounded: a query longer than `MAX_QUERY_CHARS` raises `TooLong` before any
+work, one nesting subqueries or set operations deeper than `MAX_DEPTH` raises `TooDeep`
+(the official parser dies of RecursionError a few hundred levels down; its evaluator
+then scores the prediction as an empty query, which is what callers do with any
+`SpiderParseError`). Work and memory are linear in the query's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlglot.dialects.sqlite import SQLite
-from sqlglot.errors import TokenError
-from sqlglot.tokens import TokenType
-
-CLAUSE_KEYWORDS = (
-    "select",
-    "from",
-    "where",
-    "group",
-    "order",
-    "limit",
-    "intersect",
-    "union",
-    "except",
-)
+SQL_OPS = ("intersect", "union", "except")
+CLAUSE_KEYWORDS = ("select", "from", "where", "group", "order", "limit", *SQL_OPS)
 JOIN_KEYWORDS = ("join", "on", "as")
 WHERE_OPS = ("not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists")
 UNIT_OPS = ("none", "-", "+", "*", "/")
 AGG_OPS = ("none", "max", "min", "count", "sum", "avg")
 COND_OPS = ("and", "or")
-SQL_OPS = ("intersect", "union", "except")
 ORDER_OPS = ("desc", "asc")
+
+MAX_QUERY_CHARS = 100_000  # Spider's longest gold query has under 600 characters
+MAX_DEPTH = 32  # nested SELECTs incl. set-operation operands; Spider's gold nests <= 5
 
 Sql = dict[str, Any]
 
-_TOKENIZERS = threading.local()  # sqlglot's Tokenizer keeps state: one per thread
-_SPLIT_COMPARISON = {">": ">=", "<": "<=", "!": "!="}  # `> =` is read as `>=`
+# Tokens the grammar reads as keywords: no Spider schema has them as a bare name, and
+# most can never be read as a name wherever they stand.
+_KEYWORDS = frozenset(
+    CLAUSE_KEYWORDS + JOIN_KEYWORDS + WHERE_OPS + AGG_OPS + COND_OPS + ORDER_OPS
+) | {"by", "having", "distinct"}
+_NAME = re.compile(r"\w*[^\W\d_]\w*")  # a word with a letter: `18_49_rating_share`, not `1`
 
 
 class SpiderParseError(ValueError):
     """The query is outside the grammar Spider's evaluator accepts."""
 
 
-def tokenize(query: str) -> list[str]:
-    """Spider's token stream: lower-cased words, `t1.col` joined, strings as `"value"`.
+class TooLong(SpiderParseError):
+    """The query is longer than the parse's size limit (`MAX_QUERY_CHARS`)."""
 
-    Both quote styles delimit values, as in Spider (`"John"` is a string, not an identifier).
-    """
-    if not hasattr(_TOKENIZERS, "sqlite"):
-        _TOKENIZERS.sqlite = SQLite().tokenizer()
-    try:
-        raw = _TOKENIZERS.sqlite.tokenize(query)
-    except TokenError as e:
-        raise SpiderParseError(f"cannot tokenize: {e}") from e
-    toks: list[str] = []
-    for t in raw:
-        if t.token_type == TokenType.STRING or (
-            t.token_type == TokenType.IDENTIFIER and query[t.start] == '"'
-        ):
-            toks.append(f'"{t.text}"')
-        elif t.token_type == TokenType.IDENTIFIER:
-            toks.append(t.text.lower())
-        elif (
-            t.token_type == TokenType.NUMBER
-            and toks
-            and toks[-1] == "-"
-            and (len(toks) == 1 or toks[-2] in WHERE_OPS + ("(", ",", "and", "or", "select"))
-        ):
-            toks[-1] = "-" + t.text  # a negative literal, not a subtraction
-        elif t.token_type == TokenType.EQ and toks and toks[-1] in _SPLIT_COMPARISON:
-            toks[-1] = _SPLIT_COMPARISON[toks[-1]]
+
+class TooDeep(SpiderParseError):
+    """The query nests SELECTs deeper than the parse's depth limit (`MAX_DEPTH`)."""
+
+
+# --- tokenizer: Spider's `process_sql.tokenize`, see `tokenize` --------------------------
+# nltk's word tokenizer, reduced to the rules that can fire on text without `'` or `"`.
+
+_OPENING_QUOTES = (
+    re.compile(r"[«“‘„]|`+"),  # a backtick run is one token ...
+    re.compile(r"``"),  # ... until pairs are split off: ``` -> `` `
+)
+_PUNCTUATION = (
+    (re.compile(r"([:,])([^\d])"), r" \1 \2"),  # `,` before a digit stays: `1,2` is a token
+    (re.compile(r"([:,])$"), r" \1 "),
+    (re.compile(r"\.{2,}"), r" \g<0> "),
+    (re.compile(r"--|[][(){}<>;@#$%&?!*\u2012-\u2015»”’]"), r" \g<0> "),  # brackets, signs
+)
+# nltk's apostrophe-free contractions ("cannot" -> "can not"), each a whole word
+_CONTRACTIONS = re.compile(
+    r"(?i)\b(?:(can)(not)|(gim|lem)(me)|(gon)(na)|(got)(ta))\b|\b(wan)(na)(?=\s|$)"
+)
+_FINAL_CLOSERS = "])}>»”’ "  # may follow a final period that is split off
+_JOINED_EQ = ("!", ">", "<")
+
+
+def _hide_strings(query: str) -> tuple[str, dict[str, str]]:
+    """Steps 1-2: the text with each quoted value replaced by a placeholder word."""
+    parts = query.replace("'", '"').split('"')
+    if len(parts) % 2 == 0:
+        raise SpiderParseError("unbalanced quotes")
+    out, values, pos = [], {}, 0
+    for k, part in enumerate(parts):
+        if k % 2:
+            key = f"__val_{pos - 1}_{pos + len(part)}__"
+            values[key] = f'"{part}"'
+            out.append(key)
         else:
-            toks.extend(t.text.lower().split())  # "ORDER BY" -> "order", "by"
-    return _join_dots(toks)
+            out.append(part)
+        pos += len(part) + 1
+    return "".join(out), values
 
 
-def _join_dots(toks: list[str]) -> list[str]:
+def _split_final_period(text: str) -> str:
+    """The word tokenizer's final period: `x.` at the end (before closers) is `x .`."""
+    tail = len(text.rstrip().rstrip(_FINAL_CLOSERS))
+    if tail >= 2 and text[tail - 1] == "." and text[tail - 2] != ".":
+        return f"{text[: tail - 1]} . {text[tail:]}"
+    return text
+
+
+def _word_tokenize(text: str) -> list[str]:
+    """nltk's word tokenizer (Treebank rules, one line) on text without quotes."""
+    for pattern in _OPENING_QUOTES:
+        text = pattern.sub(r" \g<0> ", text)
+    text = _split_final_period(text)
+    for pattern, replacement in _PUNCTUATION:
+        text = pattern.sub(replacement, text)
+    return _CONTRACTIONS.sub(_split_contraction, text).split()
+
+
+def _split_contraction(match: re.Match) -> str:
+    return " " + " ".join(part for part in match.groups() if part) + " "
+
+
+def _join_comparisons(toks: list[str]) -> list[str]:
+    """Step 4: `>`, `=` -> `>=` (also `<=`, `!=`)."""
     out: list[str] = []
-    i = 0
-    while i < len(toks):
-        if toks[i] == "." and out and i + 1 < len(toks):
-            out[-1] = f"{out[-1]}.{toks[i + 1]}"
-            i += 2
+    for tok in toks:
+        if tok == "=" and out and out[-1] in _JOINED_EQ:
+            out[-1] += "="
         else:
-            out.append(toks[i])
-            i += 1
+            out.append(tok)
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+def tokenize(query: str, max_chars: int = MAX_QUERY_CHARS) -> list[str]:
+    """Spider's token stream, made as the official evaluator makes it.
+
+    The official `process_sql.tokenize` (its verdicts come from nltk's
+    `word_tokenize(..., preserve_line=True)`, no sentence splitting):
+      1. every `'` becomes `"`; an odd count of `"` fails its assertion, and the query is
+         unparseable (`"O'Brien"` holds three);
+      2. each pair of `"` (1st-2nd, 3rd-4th, ...) is one value, replaced by the word
+         `__val_{open}_{close}__`;
+      3. nltk's Treebank-style tokenizer splits the text; tokens are lower-cased, and a
+         placeholder token becomes its value, quotes included (`"John"`);
+      4. a `=` token right after `!`, `>` or `<` joins it: `!=`, `>=`, `<=`.
+    Only white space and some punctuation split, so what touches an operand stays glued
+    to it: `age=32`, `t1.id=t2.id` and `like__val_4_8__` (from `LIKE'%a%'`) are single
+    tokens, no column or operator, and the parse fails. `>`, `<`, `!` are split off but
+    `=` is not: `age>=32` gives `>`, `=32` (fails), `age>= 32` gives `>=`, `32`.
+    Backticks and `[ ]` are tokens of their own, no names (fails). `--` is a token and
+    `/* */` gives `/ * ... * /`: a comment's text is read as tokens, so it fails the
+    parse unless it follows the last clause, where the grammar ignores what is left.
+    Dots are not split (`t1.name` is a token; `t1 . name` fails) except a final period.
+    Checked against nltk 3.10.4, whose `regex` engine differs from Python's `re` on which
+    characters are white space, word or digit (0x1c-0x1f, some non-ASCII): this follows
+    `re`.
+
+    Raises:
+      TooLong: `query` has more than `max_chars` characters.
+      SpiderParseError: unbalanced quotes.
+    """
+    if len(query) > max_chars:
+        raise TooLong(f"query of {len(query)} characters, over the limit of {max_chars}")
+    text, values = _hide_strings(query)
+    toks = [tok.lower() for tok in _word_tokenize(text)]
+    return _join_comparisons([values.get(tok, tok) for tok in toks])
+
+
+# --- grammar -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
 class _Ctx:
     toks: list[str]
     tables: dict[str, str]  # alias or table name -> table name
     names: dict[str, list[str]] | None  # schema namespace; None: lenient
+    max_depth: int = MAX_DEPTH
+    depth: int = 0  # SELECTs open now
 
     def tok(self, i: int) -> str:
         if i >= len(self.toks):
@@ -132,8 +206,16 @@ class _Ctx:
         if name in self.tables:
             return self.tables[name]
         if self.names is None:
-            return name
+            return _lenient_name(name)
         raise SpiderParseError(f"unknown table or alias {name!r}")
+
+
+def _lenient_name(tok: str, dotted: bool = False) -> str:
+    """Without a schema, a name is what some schema could hold: a word. Standing alone
+    it is no keyword either (`t4.count` is a column, `count` alone never one)."""
+    if not _NAME.fullmatch(tok) or (not dotted and tok in _KEYWORDS):
+        raise SpiderParseError(f"{tok!r} cannot be a name")
+    return tok
 
 
 def _column(ctx: _Ctx, i: int, default_tables: list[str]) -> tuple[int, str]:
@@ -141,16 +223,22 @@ def _column(ctx: _Ctx, i: int, default_tables: list[str]) -> tuple[int, str]:
     if tok == "*":
         return i + 1, "__all__"
     if "." in tok:
-        alias, _, col = tok.partition(".")
-        table = ctx.table(alias)
-        if ctx.names is not None and col not in ctx.names.get(table, ()):
+        alias, *cols = tok.split(".")
+        if len(cols) != 1:
+            raise SpiderParseError(f"bad column {tok!r}")
+        table, col = ctx.table(alias), cols[0]
+        if ctx.names is None:
+            _lenient_name(col, dotted=True)
+        elif col not in ctx.names.get(table, ()):
             raise SpiderParseError(f"unknown column {tok!r}")
         return i + 1, f"__{table}.{col}__"
     if not default_tables:
         raise SpiderParseError(f"column {tok!r} outside any FROM table")
     for alias in default_tables:
         table = ctx.table(alias)
-        if ctx.names is None or tok in ctx.names.get(table, ()):
+        if ctx.names is None:
+            return i + 1, f"__{table}.{_lenient_name(tok)}__"
+        if tok in ctx.names.get(table, ()):
             return i + 1, f"__{table}.{tok}__"
     raise SpiderParseError(f"unknown column {tok!r}")
 
@@ -250,9 +338,10 @@ def _select(ctx: _Ctx, i: int, default_tables: list[str]) -> tuple[int, tuple]:
 
 
 def _from(ctx: _Ctx, start: int) -> tuple[int, list, list, list[str]]:
-    if "from" not in ctx.toks[start:]:
-        raise SpiderParseError("no FROM clause")
-    i = ctx.toks.index("from", start) + 1
+    try:
+        i = ctx.toks.index("from", start) + 1
+    except ValueError:
+        raise SpiderParseError("no FROM clause") from None
     default_tables: list[str] = []
     table_units: list = []
     conds: list = []
@@ -335,6 +424,16 @@ def _skip_semicolons(ctx: _Ctx, i: int) -> int:
 
 
 def _sql(ctx: _Ctx, start: int) -> tuple[int, Sql]:
+    """A query at `start`: each nested SELECT and set-operation operand is one level."""
+    if ctx.depth >= ctx.max_depth:
+        raise TooDeep(f"SELECTs nested deeper than {ctx.max_depth}")
+    ctx.depth += 1
+    i, sql = _sql_body(ctx, start)
+    ctx.depth -= 1
+    return i, sql
+
+
+def _sql_body(ctx: _Ctx, start: int) -> tuple[int, Sql]:
     block = ctx.tok(start) == "("
     i = start + block
     from_end, table_units, conds, default_tables = _from(ctx, start)
@@ -371,20 +470,27 @@ def _aliases(toks: list[str], names: dict[str, list[str]] | None) -> dict[str, s
     return tables
 
 
-def parse(query: str, names: dict[str, list[str]] | None = None) -> Sql:
+def parse(
+    query: str,
+    names: dict[str, list[str]] | None = None,
+    *,
+    max_chars: int = MAX_QUERY_CHARS,
+    max_depth: int = MAX_DEPTH,
+) -> Sql:
     """Parses `query` into Spider's structure.
 
     Args:
       query: one SQL query.
       names: {table: [columns]} in lower case (`Schema.lowercase_names()`), to resolve
         columns as Spider's evaluator does; None parses leniently without a schema.
+      max_chars, max_depth: the parse's bounds (`TooLong`, `TooDeep`).
 
     Raises:
-      SpiderParseError: the query is outside the grammar (the official evaluator would
-        fail on it too, and score a prediction as an empty query).
+      SpiderParseError: the query is outside the grammar or over a bound (the official
+        evaluator fails on it too, and scores a prediction as an empty query).
     """
-    toks = tokenize(query)
-    ctx = _Ctx(toks, _aliases(toks, names), names)
+    toks = tokenize(query, max_chars)
+    ctx = _Ctx(toks, _aliases(toks, names), names, max_depth)
     try:
         _, sql = _sql(ctx, 0)
     except (KeyError, IndexError) as e:  # defensive: report as a parse failure
