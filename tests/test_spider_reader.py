@@ -119,3 +119,15 @@ def test_bird_layout(tmp_path):
     assert data.db_path("shop") is not None
     assert data.missing_databases == {"gone": 1}
     assert set(data.schemas) == {"shop"}
+
+
+def test_spider_test_release_layout(tmp_path):
+    """Spider's test release keeps test.json beside test_tables.json and test_database/."""
+    (tmp_path / "test_database").mkdir()
+    (tmp_path / "test_tables.json").write_text("[]")
+    tables, db_dir = spider.layout_for(tmp_path / "test.json")
+    assert (tables, db_dir) == (str(tmp_path / "test_tables.json"), str(tmp_path / "test_database"))
+    assert spider.layout_for(tmp_path / "dev.json") == (
+        str(tmp_path / "tables.json"),
+        str(tmp_path / "database"),
+    )

@@ -2,8 +2,9 @@
 
 One reader covers Spider, Spider-DK, Spider-Realistic (`question`, `query`), Spider-Syn
 (question under `SpiderSynQuestion`) and BIRD (`SQL`, `evidence`, `<split>_tables.json`,
-`<split>_databases/`). Bad records and missing databases never crash a run: they are
-collected as `Problem`s naming the file and record index, and the caller decides.
+`<split>_databases/`). Bad records, refused tables.json entries and missing or
+unreadable databases never crash a run: they are collected as `Problem`s naming the
+file and record index, and the caller decides.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
+    """What kept a record, tables.json entry or example from being used in full.
+
+    kind: "malformed" (a record skipped), "schema" (a tables.json entry refused; source and
+    index name the entry), "missing_database" (an example whose sqlite file is absent or
+    not a regular file), "unreadable_database" (an example whose database has no
+    tables.json entry and a file whose schema cannot be read).
+    """
+
     source: str
     index: int
-    kind: str  # "malformed" or "missing_database"
+    kind: str
     message: str
 
     def __str__(self) -> str:
@@ -67,6 +76,10 @@ class Dataset:
         text = f"{len(self.examples)} examples, {len(self.schemas)} schemas"
         if kinds["malformed"]:
             text += f", {kinds['malformed']} malformed records skipped"
+        if kinds["schema"]:
+            text += f", {kinds['schema']} tables.json entries refused"
+        if kinds["unreadable_database"]:
+            text += f", {kinds['unreadable_database']} examples on unreadable databases"
         for db_id, n in sorted(self.missing_databases.items()):
             text += f", {n} examples on missing database {db_id}"
         return text
@@ -96,9 +109,15 @@ def parse_record(record: Any, source: str, index: int) -> Example:
     for name, value in fields.items():
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"{where}: field {name!r} is missing or not a non-empty string")
-    evidence = record.get("evidence") or ""
+    if not schema_lib.is_plain_db_id(fields["db_id"]):
+        raise DataError(f"{where}: field 'db_id' is not a plain name: {fields['db_id']!r}")
+    # Absent or null evidence is none. Any other non-string (`"evidence": 0`) is an error,
+    # not "": a record whose evidence was lost must not pass as one without evidence.
+    evidence = record.get("evidence")
+    if evidence is None:
+        evidence = ""
     if not isinstance(evidence, str):
-        raise DataError(f"{where}: field 'evidence' is not a string")
+        raise DataError(f"{where}: field 'evidence' is not a string: {evidence!r:.40}")
     return Example(
         db_id=fields["db_id"],
         question=fields["question"].strip(),
@@ -129,15 +148,18 @@ def read_examples(
 def layout_for(split_file: str | os.PathLike[str]) -> tuple[str, str]:
     """(tables.json, database folder) beside a split file, for Spider and BIRD layouts.
 
-    BIRD ships `dev.json` next to `dev_tables.json` and `dev_databases/`; Spider and its
-    variants use `tables.json` and `database/`.
+    BIRD ships `dev.json` next to `dev_tables.json` and `dev_databases/`, Spider's test
+    release `test.json` next to `test_tables.json` and `test_database/`; Spider's other
+    splits and its variants use `tables.json` and `database/`.
     """
     split_file = os.fspath(split_file)
     folder = os.path.dirname(split_file) or "."
     split = os.path.splitext(os.path.basename(split_file))[0]
-    bird_tables = os.path.join(folder, f"{split}_tables.json")
-    if os.path.exists(bird_tables):
-        return bird_tables, os.path.join(folder, f"{split}_databases")
+    split_tables = os.path.join(folder, f"{split}_tables.json")
+    if os.path.exists(split_tables):
+        spider_test = os.path.join(folder, f"{split}_database")
+        bird = os.path.join(folder, f"{split}_databases")
+        return split_tables, spider_test if os.path.isdir(spider_test) else bird
     return os.path.join(folder, "tables.json"), os.path.join(folder, "database")
 
 
@@ -164,27 +186,57 @@ def load_dataset(
     return assemble(examples, problems, tables_file, db_dir)
 
 
+def _database(
+    db_id: str, tables: schema_lib.Tables, db_dir: str
+) -> tuple[schema_lib.Schema | None, str | None, str]:
+    """(schema or None, problem kind or None, reason) for one db_id of a split."""
+    try:
+        path = schema_lib.existing_db_file(db_dir, db_id)
+    except schema_lib.InvalidDbId as e:  # only Examples built by hand get here
+        return None, "malformed", str(e)
+    schema = tables.schemas.get(db_id)
+    if path is None:
+        missing = schema_lib.db_file(db_dir, db_id)
+        return schema, "missing_database", f"{missing} not found or not a regular file"
+    if schema is not None:
+        return schema, None, ""
+    try:
+        return schema_lib.schema_from_sqlite(path, db_id), None, ""
+    except schema_lib.SchemaError as e:
+        return None, "unreadable_database", str(e)
+
+
+def _tables(tables_file: str) -> schema_lib.Tables:
+    if not os.path.exists(tables_file):
+        return schema_lib.Tables({}, ())
+    return schema_lib.read_tables(tables_file)
+
+
 def assemble(
     examples: Sequence[Example],
     problems: Sequence[Problem],
     tables_file: str | os.PathLike[str],
     db_dir: str | os.PathLike[str],
 ) -> Dataset:
-    """A Dataset of read examples: their schemas (from tables_file, else the sqlite files),
-    and a `missing_database` Problem for each example whose sqlite file is absent."""
+    """A Dataset of read examples and their schemas (from tables_file, else the sqlite file).
+
+    Problems added: each refused tables.json entry ("schema"), and each example whose
+    sqlite file is absent ("missing_database"; its schema still comes from tables.json if
+    there) or, without a tables.json entry, unreadable ("unreadable_database").
+    """
     tables_file, db_dir = os.fspath(tables_file), os.fspath(db_dir)
-    tables = schema_lib.load_tables(tables_file) if os.path.exists(tables_file) else {}
-    db_ids = {e.db_id for e in examples}
-    present = {d for d in db_ids if os.path.exists(schema_lib.db_file(db_dir, d))}
-    problems = list(problems)
+    tables = _tables(tables_file)
+    problems = list(problems) + [
+        Problem(p.source, p.index, "schema", f"db_id {p.db_id}: {p.message}")
+        for p in tables.problems
+        if p.refused
+    ]
+    found = {d: _database(d, tables, db_dir) for d in sorted({e.db_id for e in examples})}
     for e in examples:
-        if e.db_id not in present:
-            missing = schema_lib.db_file(db_dir, e.db_id)
-            problems.append(
-                Problem(e.source, e.index, "missing_database", f"{e.db_id} ({missing} not found)")
-            )
-    # Examples on a database with neither schema nor file are reported as missing above.
-    schemas = schema_lib.schemas_for(sorted(db_ids & (set(tables) | present)), tables, db_dir)
+        _, kind, reason = found[e.db_id]
+        if kind is not None:
+            problems.append(Problem(e.source, e.index, kind, f"{e.db_id} ({reason})"))
+    schemas = {d: schema for d, (schema, _, _) in found.items() if schema is not None}
     return Dataset(
         tuple(examples), schemas, db_dir if os.path.isdir(db_dir) else None, tuple(problems)
     )

@@ -13,7 +13,7 @@ def _mean(values: list[int]) -> float | None:
 
 
 def summarize(verdicts: Sequence[Verdict]) -> dict:
-    """{"levels": {level: {count, exec, exec_n, match, ts, ts_n}}, "missing_database",
+    """{"levels": {level: {count, exec, exec_n, match, match_n, ts, ts_n}}, "missing_database",
     "errors"}; accuracies are None where nothing was scored (missing databases and
     metrics not computed are left out of their means)."""
     groups = collections.defaultdict(list)
@@ -34,6 +34,7 @@ def summarize(verdicts: Sequence[Verdict]) -> dict:
             "exec": _mean(scored["exec"]),
             "exec_n": len(scored["exec"]),
             "match": _mean(scored["match"]),
+            "match_n": len(scored["match"]),
             "ts": _mean(scored["ts"]),
             "ts_n": len(scored["ts"]),
         }
@@ -66,6 +67,11 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"missing databases: {sum(summary['missing_database'].values())} examples "
             f"excluded from execution ({counts}); execution scored on {all_['exec_n']}"
+        )
+    if all_["match"] is not None and all_["match_n"] < all_["count"]:
+        lines.append(
+            f"exact match scored on {all_['match_n']}: no schema for the other "
+            f"{all_['count'] - all_['match_n']} (db_id in neither tables.json nor the database folder)"
         )
     if summary["errors"]:
         counts = ", ".join(f"{k} {n}" for k, n in sorted(summary["errors"].items()))

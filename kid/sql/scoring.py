@@ -5,12 +5,36 @@
 score decoded SQL while training goes on. Both give the same verdicts.
 
 Verdict fields (CONTRACT 3): exec is the execution verdict on `db_dir/<db_id>/<db_id>
-.sqlite` (None when that file is missing, error "missing_database", or when execution
-was not asked for); ts is EX on every `ts_dir/<db_id>/*.sqlite` (None without
-test-suite databases); match is Spider's exact set match (None without schemas);
-error says why exec is not 1 when a query failed: the prediction's error kind
-(`kid.sql.executor.ERRORS`), or "gold_<kind>" when the gold query itself failed
-(that example counts as wrong). A result over the caps is never judged equal.
+.sqlite` (None when that file is missing, error "missing_database", or cannot be read,
+"bad_database", or when execution was not asked for); ts is EX on every
+`ts_dir/<db_id>/*.sqlite` (None without test-suite databases, or when one of them cannot
+be read: error "ts_bad_database" unless another error comes first); match is Spider's
+exact set match (None without a schema); error says why exec is not 1 when a query
+failed: the prediction's error kind (`kid.sql.executor.ERRORS`), or "gold_<kind>" when
+the gold query itself failed (that example counts as wrong). A result over the caps is
+never judged equal.
+
+One bad example costs its own verdict, never the run. Every step on an example in this
+(the parent) process is bounded, and any exception in one becomes that example's error:
+- a gold or prediction that is not a str is `not_text` (`gold_not_text`), one longer
+  than `MAX_SQL_CHARS` (default 100,000, as `kid.sql.sql_files.MAX_LINE_CHARS` and the
+  Spider parse's own limit) is `too_long` (`gold_too_long`): neither is run nor parsed
+  (exec 0, match 0, ts 0 where scored); a db_id that is not a plain name is
+  `invalid_db_id`;
+- the text steps (DISTINCT removal, the Spider parse of hardness and exact match) are
+  linear in the text, so at most `MAX_SQL_CHARS` long; a RecursionError is `too_deep`, a
+  MemoryError `too_complex`, anything else `internal`;
+- results come back from the workers as digests (`kid.sql.sandbox.ResultForm`), jobs are
+  queued gold then prediction, example by example, and a result is dropped as soon as it
+  is judged (a gold one after its last prediction), so the parent holds O(workers)
+  results; comparing two is O(1) but for the capped column-permutation search
+  (`kid.sql.exec_match.MAX_PERMUTATION_WORK`, error `too_complex`);
+- a sqlite file that cannot be read costs the verdicts of its own examples (its schema,
+  when not in the tables file, is then missing: match None).
+Parent memory beyond the inputs: ~0.6 KB of bookkeeping per example (tasks, verdicts),
+plus O(workers) results; a call on a few hundred examples, whatever they hold, grows the
+parent by under `PARENT_RSS_BUDGET` (64 MiB; tests/test_parent_bounds.py asserts it on
+its hostile corpus, benchmarks/evaluate_parent.py prints the figures).
 """
 
 from __future__ import annotations
@@ -19,6 +43,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import glob
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -32,6 +57,11 @@ from kid.sql.executor import Executor, Result
 METRICS = ("spider", "bird")
 ETYPES = ("exec", "match", "all")
 LEVELS = (*hardness.LEVELS, "unknown")  # unknown: gold outside Spider's grammar
+MAX_SQL_CHARS = 100_000  # longest gold or prediction that is run and parsed
+PARENT_RSS_BUDGET = 64 << 20  # the parent's growth on a few hundred examples (see above)
+
+_DATABASE_ERRORS = frozenset(("missing_database", "bad_database"))
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +111,49 @@ class GoldCache:
         return len(self._entries)
 
 
-@dataclasses.dataclass(frozen=True)
+def _error_kind(error: BaseException) -> str:
+    """The typed error of an exception raised while judging one example."""
+    if isinstance(error, RecursionError):
+        return "too_deep"
+    if isinstance(error, MemoryError | exec_match.TooComplex):
+        return "too_complex"
+    _log.warning("internal error while judging an example: %r", error)
+    return "internal"
+
+
+def _text_error(sql: object) -> str | None:
+    """Why `sql` is not run nor parsed (not_text, too_long), or None."""
+    if not isinstance(sql, str):
+        return "not_text"
+    return "too_long" if len(sql) > MAX_SQL_CHARS else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Example:
+    """One (gold, db_id) / prediction pair, checked before any work on it."""
+
+    gold: str
+    db_id: str
+    pred: str
+    error: str | None  # invalid_db_id, gold_not_text, too_long, ...: nothing is run
+
+
+def _example(entry: object, pred: object) -> _Example:
+    try:
+        gold, db_id = entry  # type: ignore[misc]
+    except (TypeError, ValueError):
+        gold, db_id = None, ""
+    shown = db_id if isinstance(db_id, str) else repr(db_id)
+    if not schema_lib.is_plain_db_id(db_id):
+        return _Example("", shown, "", "invalid_db_id")
+    if kind := _text_error(gold):
+        return _Example("", db_id, "", f"gold_{kind}")
+    if kind := _text_error(pred):
+        return _Example(gold, db_id, "", kind)
+    return _Example(gold, db_id, pred, None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Task:
     """One prediction to run on one database, judged against its gold there."""
 
@@ -93,21 +165,109 @@ class _Task:
     is_ts: bool
 
 
-def _judge(gold: Result, pred: Result, order_matters: bool, metric: str) -> tuple[int, str | None]:
+def _judge(
+    gold: Result, pred: Result, order_matters: bool, metric: str
+) -> tuple[int | None, str | None]:
+    for result in (gold, pred):
+        if result.error in _DATABASE_ERRORS:
+            return None, result.error
     if gold.error is not None:
         return 0, f"gold_{gold.error}"
     if pred.error is not None:
         return 0, pred.error
-    if metric == "bird":
-        return int(exec_match.bird_equal(gold.rows, pred.rows)), None
-    return int(exec_match.spider_equal(gold.rows, pred.rows, order_matters)), None
-
-
-def _hardness(gold: str) -> str:
     try:
-        return hardness.hardness(gold)
-    except spider_parse.SpiderParseError:
+        if metric == "bird":
+            return int(exec_match.bird_forms_equal(gold.form, pred.form)), None
+        return int(exec_match.forms_equal(gold.form, pred.form, order_matters)), None
+    except Exception as e:  # noqa: BLE001 - one comparison's failure is its own verdict
+        return 0, _error_kind(e)
+
+
+def _hardness(example: _Example) -> str:
+    try:
+        return hardness.hardness(example.gold)
+    except Exception:  # noqa: BLE001 - outside Spider's grammar, or over its bounds
         return "unknown"
+
+
+def _cache_key(path: str, sql: str) -> tuple | None:
+    try:
+        return GoldCache.key(path, sql)
+    except OSError:  # the file went away: not cached, the worker reports it
+        return None
+
+
+class _Run:
+    """The jobs of one scoring and the results still needed: a prediction's result is
+    judged as soon as its gold's is known, and a gold result dropped after its last use."""
+
+    def __init__(self, tasks: list[_Task], cache: GoldCache, metric: str):
+        self.tasks, self.cache, self.metric = tasks, cache, metric
+        self.jobs: list[tuple[str, str]] = []
+        self.owner: list[int] = []  # job -> task index, or -1 for a gold job
+        self.expect: list[tuple[int, int] | int | None] = []  # `Executor.imap_unordered`
+        self.gold_jobs: dict[int, tuple[tuple[str, str], tuple | None]] = {}
+        self.golds: dict[tuple[str, str], Result | None] = {}  # None: not back yet
+        self.uses: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.waiting: dict[tuple[str, str], list[tuple[int, Result]]] = {}
+        self.exec_outcome: dict[int, tuple[int | None, str | None]] = {}
+        self.ts_outcome: dict[int, list[int]] = collections.defaultdict(list)
+        self.ts_broken: set[int] = set()
+        gold_job: dict[tuple[str, str], int] = {}
+        for t, task in enumerate(tasks):
+            key = (task.path, task.gold)
+            if key not in self.golds:
+                cache_key = _cache_key(*key)
+                self.golds[key] = None if cache_key is None else cache.get(cache_key)
+                if self.golds[key] is None:
+                    gold_job[key] = len(self.jobs)
+                    self.gold_jobs[len(self.jobs)] = (key, cache_key)
+                    self._add_job(key, -1, None)
+            self.uses[key] += 1
+            self._add_job((task.path, task.pred), t, self._shape(key, gold_job))
+
+    def _shape(self, key: tuple[str, str], gold_job: dict) -> tuple[int, int] | int | None:
+        """What a prediction's result will be compared with: the gold's shape when it is
+        known, else its job (Spider only: a BIRD set can equal one of another size)."""
+        gold = self.golds[key]
+        if self.metric != "spider" or (gold is not None and gold.form is None):
+            return None
+        return gold_job[key] if gold is None else (gold.form.nrows, gold.form.ncols)
+
+    def _add_job(self, job: tuple[str, str], owner: int, expect) -> None:
+        self.jobs.append(job)
+        self.owner.append(owner)
+        self.expect.append(expect)
+
+    def receive(self, job: int, result: Result) -> None:
+        if self.owner[job] >= 0:
+            task = self.tasks[self.owner[job]]
+            key = (task.path, task.gold)
+            if self.golds[key] is None:
+                self.waiting.setdefault(key, []).append((self.owner[job], result))
+            else:
+                self._record(self.owner[job], result)
+            return
+        key, cache_key = self.gold_jobs.pop(job)
+        self.golds[key] = result
+        if cache_key is not None:
+            self.cache.put(cache_key, result)
+        for t, pred in self.waiting.pop(key, ()):
+            self._record(t, pred)
+
+    def _record(self, t: int, pred: Result) -> None:
+        task = self.tasks[t]
+        key = (task.path, task.gold)
+        verdict, error = _judge(self.golds[key], pred, task.order_matters, self.metric)
+        self.uses[key] -= 1
+        if not self.uses[key]:
+            del self.golds[key], self.uses[key]
+        if not task.is_ts:
+            self.exec_outcome[task.example] = (verdict, error)
+        elif error in _DATABASE_ERRORS:
+            self.ts_broken.add(task.example)
+        else:
+            self.ts_outcome[task.example].append(verdict)
 
 
 class Scorer:
@@ -185,31 +345,43 @@ class Scorer:
         """Verdicts for `preds[i]` against `golds[i] = (gold SQL, db_id)`."""
         if len(golds) != len(preds):
             raise ValueError(f"{len(golds)} gold queries but {len(preds)} predictions")
+        examples = [_example(g, p) for g, p in zip(golds, preds, strict=True)]
+        db_ids = {e.db_id for e in examples if e.error != "invalid_db_id"}
         with self._lock:
-            self._add_schemas({db_id for _, db_id in golds})
-            if self.etype == "match":
-                exec_outcome, ts_outcome = {}, {}
+            unreadable = self._add_schemas(db_ids)
+            databases = {} if self.etype == "match" else {d: self._databases(d) for d in db_ids}
+            run, failed = self._execute(examples, databases, progress)
+            for i, kind in failed.items():
+                examples[i] = dataclasses.replace(examples[i], error=kind)
+            matches = [self._exact_match(e) for e in examples]
+            levels = [_hardness(e) for e in examples]
+        return [
+            self._verdict(i, e, levels[i], matches[i], databases.get(e.db_id), run, unreadable)
+            for i, e in enumerate(examples)
+        ]
+
+    def _verdict(self, i, example, level, match, database, run, unreadable) -> Verdict:
+        """Joins one example's outcomes; the first error in order of cause is kept."""
+        match, match_error = match
+        exec_, ts, error = None, None, example.error
+        if error == "invalid_db_id":  # counted wrong, as a failing gold query
+            exec_ = None if self.etype == "match" else 0
+            match = None if self._schemas is None else 0
+        elif database is not None:
+            main, suite = database
+            if main is None:
+                error = "missing_database"
+            elif error is None:
+                exec_, error = run.exec_outcome[i]
             else:
-                databases = {db_id: self._databases(db_id) for db_id in {d for _, d in golds}}
-                exec_outcome, ts_outcome = self._execute(golds, preds, databases, progress)
-            matches = self._exact_matches(golds, preds)
-            levels = [_hardness(gold) for gold, _ in golds]
-        verdicts = []
-        for i, (_, db_id) in enumerate(golds):
-            verdict, error = exec_outcome.get(i, (None, None))
-            ts = ts_outcome.get(i)  # None: no test-suite database for this db_id
-            verdicts.append(
-                Verdict(
-                    idx=i,
-                    db_id=db_id,
-                    hardness=levels[i],
-                    exec=verdict,
-                    match=matches[i],
-                    ts=None if ts is None else int(all(ts)),
-                    error=error,
-                )
-            )
-        return verdicts
+                exec_ = 0
+            if suite:
+                broken = example.error is None and i in run.ts_broken
+                ts = None if broken else int(example.error is None and all(run.ts_outcome[i]))
+                error = error or ("ts_bad_database" if broken else None)
+        elif example.db_id in unreadable:
+            error = error or "bad_database"
+        return Verdict(i, example.db_id, level, exec_, match, ts, error or match_error)
 
     def db_path(self, db_id: str) -> str:
         return schema_lib.db_file(self.db_dir, db_id)
@@ -224,90 +396,78 @@ class Scorer:
             suite = sorted(glob.glob(os.path.join(folder, "*.sqlite")))
         return (main if os.path.isfile(main) else None), suite
 
-    def _add_schemas(self, db_ids: set[str]) -> None:
-        """Reads schemas missing from the tables file from their sqlite files."""
+    def _add_schemas(self, db_ids: set[str]) -> set[str]:
+        """Reads schemas missing from the tables file from their sqlite files; returns the
+        db_ids whose file could not be read (their examples get no exact match)."""
         if self._schemas is None:
-            return
+            return set()
         missing = sorted(db_ids - set(self._schemas))
-        unreadable = [d for d in missing if not os.path.isfile(self.db_path(d))]
-        if unreadable:
+        absent = [d for d in missing if not os.path.isfile(self.db_path(d))]
+        if absent:
             raise schema_lib.SchemaError(
-                f"no schema for databases {unreadable}: not in the tables file and no sqlite file"
+                f"no schema for databases {absent}: not in the tables file and no sqlite file"
             )
-        self._schemas.update(schema_lib.schemas_for(missing, {}, self.db_dir))
-
-    def _exact_matches(self, golds, preds) -> list[int | None]:
-        if self._schemas is None:
-            return [None] * len(golds)
-        out: list[int | None] = []
-        for (gold, db_id), pred in zip(golds, preds, strict=True):
+        unreadable = set()
+        for db_id in missing:
             try:
-                out.append(exact_match.exact_match(gold, pred, self._schemas[db_id]))
-            except spider_parse.SpiderParseError:
-                out.append(0)  # gold outside Spider's grammar: cannot be matched
-        return out
+                self._schemas[db_id] = schema_lib.schema_from_sqlite(self.db_path(db_id), db_id)
+            except Exception:  # noqa: BLE001 - a bad file costs its own examples only
+                unreadable.add(db_id)
+        return unreadable
 
-    def _tasks(self, golds, preds, databases) -> list[_Task]:
-        tasks = []
-        for i, ((gold, db_id), pred) in enumerate(zip(golds, preds, strict=True)):
-            if self.metric == "spider":
-                gold_sql, pred_sql, order_matters = exec_match.spider_queries(
-                    gold, pred, keep_distinct=self.keep_distinct, value_rewrite=self.value_rewrite
-                )
-            else:
-                gold_sql, pred_sql, order_matters = gold, pred, False
-            main, suite = databases[db_id]
-            paths = ([(main, False)] if main else []) + [(p, True) for p in suite]
-            tasks += [_Task(i, p, gold_sql, pred_sql, order_matters, ts) for p, ts in paths]
-        return tasks
+    def _exact_match(self, example: _Example) -> tuple[int | None, str | None]:
+        """(EM, error of the match step)."""
+        schema = None if self._schemas is None else self._schemas.get(example.db_id)
+        if schema is None:
+            return None, None
+        if example.error is not None:
+            return 0, None
+        try:
+            return exact_match.exact_match(example.gold, example.pred, schema), None
+        except spider_parse.SpiderParseError:
+            return 0, None  # gold outside Spider's grammar: cannot be matched
+        except Exception as e:  # noqa: BLE001 - one example's failure is its own verdict
+            return 0, _error_kind(e)
 
-    def _execute(self, golds, preds, databases, progress: bool) -> tuple[dict, dict]:
-        """{example: (exec, error)} and {example: [TS verdict per test-suite database]}."""
-        tasks = self._tasks(golds, preds, databases)
-        gold_results: dict[tuple[str, str], Result] = {}
-        jobs: list[tuple[str, str]] = []
-        gold_keys: list[tuple] = []  # cache key of gold job j, for j < len(gold_keys)
-        for task in tasks:
-            job = (task.path, task.gold)
-            if job in gold_results:
+    def _task_texts(self, example: _Example) -> tuple[str, str, bool]:
+        if self.metric == "spider":
+            return exec_match.spider_queries(
+                example.gold,
+                example.pred,
+                keep_distinct=self.keep_distinct,
+                value_rewrite=self.value_rewrite,
+            )
+        return example.gold, example.pred, False
+
+    def _tasks(self, examples, databases) -> tuple[list[_Task], dict[int, str]]:
+        """The tasks to run, and the error of examples that failed before running."""
+        tasks, failed = [], {}
+        texts: dict[str, str] = {}  # one copy of each normalized text (golds repeat)
+        for i, example in enumerate(examples):
+            main, suite = databases.get(example.db_id, (None, []))
+            if example.error is not None or (main is None and not suite):
                 continue
-            key = GoldCache.key(*job)
-            cached = self.cache.get(key)
-            gold_results[job] = cached  # None: queued
-            if cached is None:
-                jobs.append(job)
-                gold_keys.append(key)
-        jobs += [(t.path, t.pred) for t in tasks]
+            try:
+                gold, pred, order_matters = self._task_texts(example)
+            except Exception as e:  # noqa: BLE001 - one example's failure is its own verdict
+                failed[i] = _error_kind(e)
+                continue
+            gold, pred = texts.setdefault(gold, gold), texts.setdefault(pred, pred)
+            paths = ([(main, False)] if main else []) + [(p, True) for p in suite]
+            tasks += [_Task(i, p, gold, pred, order_matters, ts) for p, ts in paths]
+        return tasks, failed
 
-        exec_outcome: dict[int, tuple[int | None, str | None]] = {
-            i: (None, "missing_database")
-            for i, (_, db_id) in enumerate(golds)
-            if databases[db_id][0] is None
-        }
-        ts_outcome: dict[int, list[int]] = {t.example: [] for t in tasks if t.is_ts}
-        waiting: dict[tuple[str, str], list[tuple[_Task, Result]]] = collections.defaultdict(list)
-
-        def record(task: _Task, pred: Result) -> None:
-            gold = gold_results[task.path, task.gold]
-            verdict, error = _judge(gold, pred, task.order_matters, self.metric)
-            if task.is_ts:
-                ts_outcome[task.example].append(verdict)
-            else:
-                exec_outcome[task.example] = (verdict, error)
-
-        # disable=None: a bar only on a terminal.
-        with tqdm.tqdm(total=len(jobs), disable=None if progress else True, unit="query") as bar:
-            for j, result in self._executor.imap_unordered(jobs):
-                bar.update()
-                if j < len(gold_keys):
-                    gold_results[jobs[j]] = result
-                    self.cache.put(gold_keys[j], result)
-                    for task, pred in waiting.pop(jobs[j], ()):
-                        record(task, pred)
-                    continue
-                task = tasks[j - len(gold_keys)]
-                if gold_results[task.path, task.gold] is None:
-                    waiting[task.path, task.gold].append((task, result))
-                else:
-                    record(task, result)
-        return exec_outcome, ts_outcome
+    def _execute(self, examples, databases, progress: bool) -> tuple[_Run, dict[int, str]]:
+        """Runs every task, judging each prediction as its result comes back; also the
+        error of examples that failed before running."""
+        tasks, failed = self._tasks(examples, databases)
+        run = _Run(tasks, self.cache, self.metric)
+        if tasks:
+            # disable=None: a bar only on a terminal.
+            bar = tqdm.tqdm(total=len(run.jobs), disable=None if progress else True, unit="query")
+            with bar:
+                results = self._executor.imap_unordered(run.jobs, forms=True, expect=run.expect)
+                for j, result in results:
+                    bar.update()
+                    run.receive(j, result)
+        return run, failed
