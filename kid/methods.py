@@ -135,10 +135,6 @@ class KDConfig:
         )
 
 
-def _vocab_rows(module: nn.Module) -> int:
-    return module.config.vocab_size
-
-
 def check_config(cfg: KDConfig) -> None:
     """Refuses, naming the field, a configuration that would give wrong numbers."""
     if cfg.method not in REGISTRY:
@@ -154,16 +150,12 @@ def check_config(cfg: KDConfig) -> None:
                 f"teacher is {family[is_encoder_decoder(cfg.teacher)]} but student is "
                 f"{family[is_encoder_decoder(cfg.student)]}: KD needs one family and tokenizer"
             )
-    models = {"student": cfg.student, "teacher": cfg.teacher}
-    for name, module in models.items():
-        if (
-            module is not None
-            and cfg.vocab_size is not None
-            and cfg.vocab_size > _vocab_rows(module)
-        ):
+    for name, module in {"student": cfg.student, "teacher": cfg.teacher}.items():
+        rows = None if module is None else module.config.vocab_size
+        if rows is not None and cfg.vocab_size is not None and cfg.vocab_size > rows:
             raise ValueError(
                 f"vocab_size {cfg.vocab_size} (the tokenizer's) exceeds the {name}'s "
-                f"{_vocab_rows(module)} embedding rows"
+                f"{rows} embedding rows"
             )
     if cfg.divergence:
         if cfg.divergence not in losses.DIVERGENCES:
