@@ -63,3 +63,21 @@ def test_sqlite_fallback_opens_read_only_in_any_folder(spider_dir, tmp_path, fol
     with schema_lib.connect_read_only(db) as conn:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             conn.execute("CREATE TABLE t (x)")
+
+
+def test_reading_a_wal_database_leaves_no_side_files(tmp_path):
+    path = tmp_path / "w.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO t VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    assert before[18:20] == b"\x02\x02" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "w.sqlite"
+    ]
+    schema = schema_lib.schema_from_sqlite(path, "w")
+    assert schema.lowercase_names() == {"t": ["id", "name"]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.sqlite"]
+    assert path.read_bytes() == before

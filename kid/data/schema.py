@@ -378,16 +378,36 @@ def existing_db_file(db_dir: str | os.PathLike[str] | None, db_id: str) -> str |
     return path if is_regular_file(path) else None
 
 
+def _all_committed_in_file(path: str) -> bool:
+    """True when every committed page is in the main file (no hot journal, no WAL content):
+    then sqlite may open it immutable, creating no -shm / -wal side files. The sandboxed
+    executor worker, a standard-library script that cannot import kid, checks the same."""
+    if os.path.exists(path + "-journal"):
+        return False
+    try:
+        if os.stat(path + "-wal").st_size > 0:
+            return False
+    except FileNotFoundError:
+        pass
+    with open(path, "rb") as f:
+        header = f.read(20)
+    return len(header) == 20 and header[18] in (1, 2) and header[19] in (1, 2)
+
+
 def connect_read_only(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection that cannot write: sqlite URI mode=ro on the absolute file path (escaped,
-    so a '#' or '?' in a folder name cannot cut the mode off).
+    so a '#' or '?' in a folder name cannot cut the mode off), immutable when every
+    committed page is in the file, so a WAL-mode database gets no side files.
 
     Only a regular file is opened (sqlite3.OperationalError otherwise, as sqlite raises for
     a file it cannot open): opening a FIFO blocks until a writer appears.
     """
     if not is_regular_file(db_path):
         raise sqlite3.OperationalError(f"{os.fspath(db_path)}: not a regular file")
-    uri = pathlib.Path(db_path).resolve().as_uri() + "?mode=ro"
+    path = pathlib.Path(db_path).resolve()
+    uri = path.as_uri() + "?mode=ro"
+    if _all_committed_in_file(str(path)):
+        uri += "&immutable=1"
     return sqlite3.connect(uri, uri=True)
 
 
