@@ -237,14 +237,14 @@ def _distill(variables, frozen, batch, rng, cfg: KDConfig, gold: fwd.Batch | Non
     return cfg.kd_weight * kd + cfg.ce_weight * ce, {"kd": kd, "ce": ce}
 
 
-def student_samples(variables, batch, rng, cfg: KDConfig) -> fwd.Batch:
-    """The student's own continuations of the prompts (temperature sampling)."""
+def _continuations(module, variables, batch, rng, cfg: KDConfig, method: str) -> fwd.Batch:
+    """A model's continuations of the batch's prompts ("sample" or "greedy") as a batch."""
     decoded = jax.named_call(decoding.generate, name="rollout")(
-        cfg.student,
+        module,
         variables,
         *batching.prompt_arrays(batch),
         max_new_tokens=cfg.max_new_tokens,
-        method="sample",
+        method=method,
         rng=rng,
         temperature=cfg.sample_temperature,
         eos_id=cfg.eos_id,
@@ -252,23 +252,17 @@ def student_samples(variables, batch, rng, cfg: KDConfig) -> fwd.Batch:
         vocab_size=cfg.vocab_size,
     )
     return fwd.continuation_batch(batch, decoded, pad_id=cfg.pad_id)
+
+
+def student_samples(variables, batch, rng, cfg: KDConfig) -> fwd.Batch:
+    """The student's own continuations of the prompts (temperature sampling)."""
+    return _continuations(cfg.student, variables, batch, rng, cfg, "sample")
 
 
 def teacher_samples(frozen, batch, rng, cfg: KDConfig, *, greedy: bool = False) -> fwd.Batch:
     """The teacher's continuations of the prompts (sampled, or greedy for SeqKD)."""
-    decoded = jax.named_call(decoding.generate, name="rollout")(
-        cfg.teacher,
-        frozen["teacher"],
-        *batching.prompt_arrays(batch),
-        max_new_tokens=cfg.max_new_tokens,
-        method="greedy" if greedy else "sample",
-        rng=rng,
-        temperature=cfg.sample_temperature,
-        eos_id=cfg.eos_id,
-        pad_id=cfg.pad_id,
-        vocab_size=cfg.vocab_size,
-    )
-    return fwd.continuation_batch(batch, decoded, pad_id=cfg.pad_id)
+    method = "greedy" if greedy else "sample"
+    return _continuations(cfg.teacher, frozen["teacher"], batch, rng, cfg, method)
 
 
 # ----------------------------------------------------------------------------------------------
