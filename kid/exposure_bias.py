@@ -186,6 +186,7 @@ def _model_curve(
             rng=key,
             eos_id=eos_id,
             pad_id=pad_id,
+            vocab_size=vocab_size,
         )
 
     def score(decoded):

@@ -220,3 +220,26 @@ def test_kid_models(family):
         mixture = (3 * np.array(out[key]) + alone[key]) / 4
         np.testing.assert_allclose(counted[key], mixture, rtol=1e-5)
         assert not np.allclose(counted[key], out[key], rtol=1e-3)
+
+
+def test_padded_vocabulary_rows_are_never_sampled():
+    """A teacher whose table has 8 padding rows past the tokenizer's 128 ids: sampling is
+    restricted to the vocabulary, so the student never sees an id it has no row for."""
+    student = tiny_module("decoder")
+    teacher = tiny_module("decoder", vocab_size=136)
+    batch = make_batch("decoder", *random_rows(0, batch=4), weights=[1, 1, 1, 0])
+    out = eb.exposure_bias(
+        student,
+        tiny_variables(student, seed=1),
+        teacher,
+        tiny_variables(teacher, seed=0),
+        batch,
+        jax.random.key(1),
+        horizons=MODEL_HORIZONS,
+        num_samples=SAMPLES,
+        max_new_tokens=NEW_TOKENS,
+        eos_id=EOS,
+        pad_id=PAD,
+        vocab_size=128,
+    )
+    assert np.all(np.isfinite(out["R"])) and np.all(np.isfinite(out["eps"]))
