@@ -13,7 +13,8 @@
 
 Each loss term is a per-token mean over the tokens it is computed on (a sum divided by
 the global token count: inside a jitted step over global arrays the sums are global);
-``metrics`` carries every term. Methods that train on gold add the same auxiliary
+``metrics`` carries every term's mean and its (sum, tokens, weight) parts (``combine``), so
+gradient accumulation can normalise once over micro-batches. Methods that train on gold add the same auxiliary
 cross-entropy on gold, ``ce_weight * CE(y)``, to ``kd_weight * D(student, teacher)``.
 On-policy sequences are sampled inside the step with ``kid.decoding`` (temperature
 ``sample_temperature``, ``max_new_tokens`` tokens). Forwards run under ``jax.named_call``
@@ -205,17 +206,42 @@ def _mean(total: jax.Array, count: jax.Array) -> jax.Array:
     return total / jnp.maximum(count, 1.0)
 
 
-def cross_entropy(logits: jax.Array, batch: fwd.Batch, cfg: KDConfig) -> jax.Array:
-    """Per-token cross-entropy of target logits [B, T, V] on the batch's targets."""
+Term = tuple[float | jax.Array, jax.Array, jax.Array]  # (weight, loss sum, token count)
+
+
+def combine(**terms: Term) -> tuple[jax.Array, Metrics]:
+    """loss = sum of weight * sum / count over the named terms; metrics hold each term's
+    per-token mean (``name``) and its parts (``name/sum``, ``name/tokens``, ``name/weight``).
+
+    The parts let a step that accumulates gradients over micro-batches add sums and token
+    counts separately and normalise once, which equals the loss of the whole batch
+    (``kid.train``); a mean of per-micro-batch means does not.
+    """
+    loss, metrics = 0.0, {}
+    for name, (weight, total, count) in terms.items():
+        mean = _mean(total, count)
+        loss = loss + weight * mean
+        metrics[name] = mean
+        metrics[f"{name}/sum"] = total
+        metrics[f"{name}/tokens"] = jnp.asarray(count, jnp.float32)
+        metrics[f"{name}/weight"] = jnp.asarray(weight, jnp.float32)
+    return jnp.asarray(loss, jnp.float32), metrics
+
+
+def cross_entropy(
+    logits: jax.Array, batch: fwd.Batch, cfg: KDConfig
+) -> tuple[jax.Array, jax.Array]:
+    """(summed cross-entropy, token count) of target logits [B, T, V] on the batch's targets."""
     targets, mask = fwd.targets_and_mask(batch)
-    return _mean(*losses.cross_entropy(logits, targets, mask, vocab_size=cfg.vocab_size))
+    return losses.cross_entropy(logits, targets, mask, vocab_size=cfg.vocab_size)
 
 
-def divergence(student_logits, teacher_logits, batch: fwd.Batch, cfg: KDConfig) -> jax.Array:
-    """Per-token divergence (the config's) between student and teacher on a batch."""
+def divergence(student_logits, teacher_logits, batch: fwd.Batch, cfg: KDConfig) -> tuple:
+    """(summed divergence, token count): the config's divergence between student and
+    teacher on a batch."""
     _, mask = fwd.targets_and_mask(batch)
     fn = losses.DIVERGENCES[cfg.divergence_name]
-    total, count = fn(
+    return fn(
         student_logits,
         teacher_logits,
         mask,
@@ -223,7 +249,6 @@ def divergence(student_logits, teacher_logits, batch: fwd.Batch, cfg: KDConfig) 
         vocab_size=cfg.vocab_size,
         **cfg.divergence_options(),
     )
-    return _mean(total, count)
 
 
 def _distill(variables, frozen, batch, rng, cfg: KDConfig, gold: fwd.Batch | None) -> tuple:
@@ -231,10 +256,11 @@ def _distill(variables, frozen, batch, rng, cfg: KDConfig, gold: fwd.Batch | Non
     student = _student_logits(variables, batch, rng, cfg)
     kd = divergence(student, _teacher_logits(frozen, batch, cfg), batch, cfg)
     if gold is None:
-        return cfg.kd_weight * kd, {"kd": kd, "ce": jnp.zeros_like(kd)}
+        zero = jnp.zeros_like(kd[0])
+        return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, zero, zero))
     gold_student = student if gold is batch else _student_logits(variables, gold, rng, cfg)
     ce = cross_entropy(gold_student, gold, cfg)
-    return cfg.kd_weight * kd + cfg.ce_weight * ce, {"kd": kd, "ce": ce}
+    return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, *ce))
 
 
 def _continuations(module, variables, batch, rng, cfg: KDConfig, method: str) -> fwd.Batch:
@@ -273,8 +299,9 @@ def sft(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     """SFT: CE(y) on gold."""
     del step
     variables = student_variables(trainable, frozen, cfg)
-    ce = cross_entropy(_student_logits(variables, batch, rng, cfg), batch, cfg)
-    return ce, {"ce": ce}
+    return combine(
+        ce=(1.0, *cross_entropy(_student_logits(variables, batch, rng, cfg), batch, cfg))
+    )
 
 
 def token_kd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
@@ -413,8 +440,8 @@ def seqkd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
     sample_rng, dropout_rng = jax.random.split(rng)
     variables = student_variables(trainable, frozen, cfg)
     samples = teacher_samples(frozen, batch, sample_rng, cfg, greedy=True)
-    ce = cross_entropy(_student_logits(variables, samples, dropout_rng, cfg), samples, cfg)
-    return ce, {"ce": ce}
+    logits = _student_logits(variables, samples, dropout_rng, cfg)
+    return combine(ce=(1.0, *cross_entropy(logits, samples, cfg)))
 
 
 def skd(trainable, frozen, batch, rng, cfg: KDConfig, *, step=0):
