@@ -1,24 +1,33 @@
 """Entry point (CONTRACT 5): a config's stages, run in order, reported in <workdir>.
 
-  python -m kid.main --config configs/demo.py --workdir W [--config.benchmark.seed=1 ...]
+  python -m kid.main --config configs/demo.py --workdir W [--config.method=rkd ...]
 
-Writes W/report.json and W/report.md. The logic lives in importable functions so a Colab
-notebook can call `run(config, workdir)` directly.
+Stages: benchmark (generate the embedded benchmark), teacher (train it with SFT, or load
+it), student (distil it with ``config.method``), baseline (an SFT student of the same size
+and budget), eval (every model on every ``eval.splits``), report (W/report.json, .md, .png).
+Running the same command again resumes: finished stages are not redone, an interrupted
+training continues from its latest checkpoint. The logic lives in importable functions,
+so a Colab notebook can call ``run(config, workdir)``.
+
+Exit status: 0 when done or preempted (SIGTERM: a checkpoint was saved, run again to
+resume); 2 for a config that cannot run (the message names the field); 1 when training
+stopped on a non-finite loss.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
+from kid import job, loop, stages
 from kid.data import synth
 
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py"
@@ -32,59 +41,89 @@ def benchmark_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return config.benchmark.dir or os.path.join(workdir, "benchmark")
 
 
-def run_benchmark(config: ml_collections.ConfigDict, workdir: str, report: Report) -> None:
+def run_benchmark(run: stages.Run) -> None:
     """Generates the embedded benchmark unless the folder already holds one; adds its stats."""
-    folder = benchmark_dir(config, workdir)
+    config = run.config
+    folder = benchmark_dir(config, run.workdir)
     c = config.benchmark
-    if not os.path.exists(os.path.join(folder, "tables.json")):
+    if run.is_main and not os.path.exists(os.path.join(folder, "tables.json")):
         synth.generate(
             folder,
             seed=c.seed,
             sizes=synth.Sizes(c.train, c.dev, c.dev_in_domain),
             ts_copies=c.ts_copies,
         )
-    report["benchmark"] = synth.describe(folder)
-    print(synth.format_stats(report["benchmark"]))
+    _sync("benchmark")
+    run.report["benchmark"] = synth.describe(folder)
+    if run.is_main:
+        print(synth.format_stats(run.report["benchmark"]))
 
 
-STAGES: dict[str, Callable[[ml_collections.ConfigDict, str, Report], None]] = {
+def _sync(name: str) -> None:
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+STAGES: dict[str, Callable[[stages.Run], None]] = {
     "benchmark": run_benchmark,
+    "teacher": stages.teacher,
+    "student": stages.student,
+    "baseline": stages.baseline,
+    "eval": stages.evaluate,
+    "report": stages.write_report,
 }
 
 
-def _markdown(report: Report) -> str:
-    lines = ["# kid report", "", "| stage | seconds |", "| --- | --- |"]
-    lines += [f"| {stage} | {s:.1f} |" for stage, s in report["timings"].items()]
-    return "\n".join(lines) + "\n"
+def _data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+    if "data" in config and config.data.dir:
+        return config.data.dir
+    return benchmark_dir(config, workdir) if "benchmark" in config else ""
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _eval_ts_dir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The embedded benchmark's test-suite copies, when no other folder is configured."""
+    if "eval" in config and not config.eval.ts_dir and "benchmark" in config.stages:
+        with config.unlocked():
+            config.eval.ts_dir = os.path.join(benchmark_dir(config, workdir), "database_ts")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     """Runs `config.stages` in order; returns the report also written to workdir."""
-    unknown = [s for s in config.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"config.stages: unknown stage(s) {unknown}; known: {sorted(STAGES)}")
+    job.validate(config, tuple(STAGES))
+    job.init_distributed(config)
     os.makedirs(workdir, exist_ok=True)
-    report: Report = {"stages": list(config.stages), "timings": {}}
+    config = ml_collections.ConfigDict(config.to_dict())
+    _eval_ts_dir(config, workdir)
+    report: Report = {"stages": list(config.stages), "timings": {}, "models": {}}
+    mesh = job.make_mesh(config) if "mesh" in config else None
+    state = stages.Run(config, workdir, report, mesh, data_dir=_data_dir(config, workdir))
     for stage in config.stages:
         start = time.perf_counter()
-        STAGES[stage](config, workdir, report)
+        STAGES[stage](state)
         report["timings"][stage] = time.perf_counter() - start
-    _write_atomic(os.path.join(workdir, "report.json"), json.dumps(report, indent=2) + "\n")
-    _write_atomic(os.path.join(workdir, "report.md"), _markdown(report))
+    if "report" not in config.stages and state.is_main:
+        stages.write_report(state)
     return report
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run(_CONFIG.value, _WORKDIR.value)
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except job.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except loop.Preempted as e:
+        logging.warning("%s", e)
+        print(str(e), file=sys.stderr)
+        sys.exit(0)
+    except loop.NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import tiny_tokenizers
@@ -126,3 +127,26 @@ def test_kd_pairs_need_one_base_vocabulary(t5_dir, llama_dir, gold_sql):
     other = tokenizer_lib.load_tokenizer(llama_dir)
     with pytest.raises(tokenizer_lib.TokenizerError, match="differ at id 0"):
         tokenizer_lib.check_same_base_vocabulary(student, other)
+
+
+def test_bpe_warns_when_the_corpus_gives_fewer_tokens(tmp_path, caplog):
+    texts = ["SELECT name FROM singer", "SELECT count(*) FROM concert"] * 3
+    with caplog.at_level(logging.WARNING):
+        tok = tokenizer_lib.train_bpe(texts, tmp_path / "bpe", vocab_size=4096)
+    assert 260 < len(tok) < 4096  # 4 special tokens, 256 bytes, the merges the corpus has
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"vocab_size 4096 requested but the corpus gives {len(tok)} tokens" in m for m in warned
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        small = tokenizer_lib.train_bpe(texts, tmp_path / "small", vocab_size=262)
+    assert len(small) == 262 and not caplog.records
+
+
+def test_bpe_adds_no_special_tokens(tmp_path, gold_sql):
+    tok = tokenizer_lib.train_bpe(gold_sql[::8], tmp_path / "bpe", vocab_size=800)
+    sample = gold_sql[:20]
+    with_special = tok.encode(sample, add_special_tokens=True)
+    assert with_special == tok.encode(sample, add_special_tokens=False)
+    assert all(tok.eos_id not in ids and tok.pad_id not in ids for ids in with_special)

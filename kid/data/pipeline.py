@@ -7,18 +7,24 @@ it with a seed, forms global batches and gives each host its rows:
   [i * B / n, (i + 1) * B / n) of each, so hosts see disjoint examples and the same
   number of batches, and the rows line up with
   `jax.make_array_from_process_local_data`.
-* Batch shapes come from a few length buckets chosen from the lengths of the whole
-  global batch, so all hosts agree on them and a jitted step compiles once per
-  (prompt bucket, target bucket) pair.
-* Training batches draw from groups of similar prompt length (`length_groups`); each
-  epoch drops the partial batch of each group and the next epoch reshuffles;
-  evaluation pads the last batch with zero-weight copies so each example is scored
-  exactly once (`example_index` maps rows back to examples, -1 for padding).
+* Batch shapes (prompt_len, target_len) come from a few length buckets, chosen from the
+  whole global batch, so all hosts agree on them; a jitted step compiles once per shape,
+  and `split_shapes` lists the shapes a split produces (to bound and log compiles).
+* Training batches draw from groups of examples with the same (prompt bucket, target
+  bucket) pair (`length_groups`); a group smaller than a batch (`data.min_group_batches`)
+  joins the cheapest larger shape, and every batch of a group has the group's shape. Each epoch drops the partial
+  batch of each group and the next epoch reshuffles. Evaluation keeps split order and pads
+  the last batch with zero-weight copies so each example is scored exactly once
+  (`example_index` maps rows back to examples, -1 for padding).
+* Encoder inputs (the encoder-decoder layout) end with exactly one EOS, as HF T5
+  tokenizers make them, whatever the tokenizer adds; decoder-only prompts get nothing.
 * The iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` restore it
   exactly (a JSON-able dict; orbax can save it with grain.checkpoint.CheckpointSave).
 
 The user-facing options are the `data` ConfigDict fields read by `prompt_options`,
-`batch_options` and `load_split` (see `default_config`).
+`batch_options`, `prepare_tokenizer` and `load_split` (see `default_config`), checked
+together by `check_config`. `build` returns the split's report (`format_report` makes it
+one line to print; it is logged as a warning when anything was cut).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import dataclasses
 import functools
 import math
 import os
+from typing import NamedTuple
 
 import grain
 import ml_collections
@@ -37,6 +44,12 @@ from absl import flags, logging
 from kid.data import batching, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.data import values as values_lib
+
+BPE = "bpe"  # data.tokenizer: train kid's byte-level BPE on the training split
+SOURCES = ("json", "tfds")
+# The prompt style each layout's models are trained with.
+_STYLE_OF_LAYOUT = {batching.DECODER_ONLY: "codes", batching.ENCODER_DECODER: "t5"}
+Shape = tuple[int, int]  # (prompt_len, target_len) of a batch
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -48,13 +61,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval = "dev.json"
     c.tfds_data_dir = ""  # tfds: where the builder writes its files
     c.tfds_config = "spider"  # tfds: builder config (see kid.data.tfds_spider)
-    c.prompt_style = "codes"  # "codes" for decoder LMs, "t5" for T5
+    c.prompt_style = "codes"  # "codes" for decoder_only, "t5" for encoder_decoder (T5)
     c.use_evidence = False  # BIRD's evidence field in the prompt
     c.num_sample_values = 2
     c.max_sample_chars = 25
     c.max_matched_values = 10
-    c.tokenizer = ""  # HF tokenizer directory
-    c.mask_token = ml_collections.config_dict.placeholder(str)  # e.g. "<extra_id_0>"
+    # An HF tokenizer directory, or "bpe": kid's byte-level BPE trained on the training
+    # split's untruncated prompts and SQL. prepare_tokenizer keeps it in its save_dir and
+    # loads it from there when the directory already holds one (a resumed run, same ids).
+    c.tokenizer = ""
+    c.bpe_vocab_size = 4096  # "bpe": requested size (a small corpus may give fewer tokens)
+    c.bpe_min_frequency = 2  # "bpe": pairs seen fewer times are not merged
+    # KID's mask token, e.g. "<extra_id_0>"; None: the saved one ("bpe" reserves <mask>).
+    c.mask_token = ml_collections.config_dict.placeholder(str)
     c.add_missing_tokens = True  # add tokens for characters of gold SQL the vocab lacks
     c.layout = batching.DECODER_ONLY  # or batching.ENCODER_DECODER
     c.prompt_buckets = (256, 512, 1024)  # the largest is the prompt token budget
@@ -62,7 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 16  # global, over all hosts
     c.eval_batch_size = 32
     c.seed = 0
-    c.group_by_length = True  # training batches of similar prompt length (less padding)
+    # Training batches grouped by (prompt bucket, target bucket): less padding, one shape
+    # per group. False: one group, every batch padded to the split's largest shape.
+    c.group_by_length = True
+    # A group with fewer than this many batches joins a larger shape: fewer shapes (compiles)
+    # for a little more padding (embedded benchmark, 5 x 4 buckets: 1 -> 13 shapes, 12.8%
+    # padding; 4 -> 10 shapes, 13.1%).
+    c.min_group_batches = 1
     c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
     c.worker_count = 0  # grain worker processes (0: threads in this process)
     c.read_threads = 2
@@ -70,7 +95,55 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _config_errors(config: ml_collections.ConfigDict) -> list[str]:
+    """What is wrong with a `data` config, one message per field (or pair of fields)."""
+    errors = []
+    if config.source not in SOURCES:
+        errors.append(f"data.source {config.source!r} is not one of {SOURCES}")
+    if config.prompt_style not in prompts.STYLES:
+        errors.append(f"data.prompt_style {config.prompt_style!r} is not one of {prompts.STYLES}")
+    if config.layout not in batching.LAYOUTS:
+        errors.append(f"data.layout {config.layout!r} is not one of {batching.LAYOUTS}")
+    elif config.prompt_style in prompts.STYLES:
+        style = _STYLE_OF_LAYOUT[config.layout]
+        if config.prompt_style != style:
+            errors.append(
+                f"data.prompt_style {config.prompt_style!r} does not fit data.layout "
+                f"{config.layout!r}: its models are prompted with {style!r}"
+            )
+    for name in ("prompt_buckets", "target_buckets"):
+        buckets = config[name]
+        if not buckets:
+            errors.append(f"data.{name} is empty")
+        elif not all(_positive_int(b) for b in buckets):
+            errors.append(f"data.{name} {tuple(buckets)} must be positive integers")
+    for name in ("batch_size", "eval_batch_size", "min_group_batches"):
+        if not _positive_int(config[name]):
+            errors.append(f"data.{name} must be a positive integer, got {config[name]!r}")
+    if config.tokenizer == BPE:
+        if not _positive_int(config.bpe_vocab_size):
+            errors.append(f"data.bpe_vocab_size must be positive, got {config.bpe_vocab_size!r}")
+        if not _positive_int(config.bpe_min_frequency):
+            errors.append(
+                f"data.bpe_min_frequency must be positive, got {config.bpe_min_frequency!r}"
+            )
+    return errors
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a `data` config whose fields are invalid or do not fit together (a T5 prompt
+    for a decoder-only model...), naming the fields, before any data is read."""
+    errors = _config_errors(config)
+    if errors:
+        raise ValueError("invalid data config: " + "; ".join(errors))
+
+
 def prompt_options(config: ml_collections.ConfigDict) -> prompts.PromptOptions:
+    check_config(config)
     return prompts.PromptOptions(
         style=config.prompt_style,
         use_evidence=config.use_evidence,
@@ -89,23 +162,48 @@ class BatchOptions:
     target_buckets: tuple[int, ...]
     pad_id: int
     decoder_start_id: int  # encoder-decoder: first decoder input (T5: the pad id)
+    group_by_length: bool = True  # training: groups of one (prompt, target) bucket pair
+    min_group_batches: int = 1  # training: a smaller group joins a larger shape
 
     def __post_init__(self):
         if self.layout not in batching.LAYOUTS:
             raise ValueError(f"data.layout {self.layout!r} is not one of {batching.LAYOUTS}")
+        if not self.prompt_buckets or not self.target_buckets:
+            raise ValueError("prompt_buckets and target_buckets must not be empty")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {self.batch_size}")
 
 
 def batch_options(
-    config: ml_collections.ConfigDict, tok: tokenizer_lib.Tokenizer, *, train: bool
+    config: ml_collections.ConfigDict,
+    tok: tokenizer_lib.Tokenizer,
+    *,
+    train: bool,
+    decoder_start_id: int | None = None,
 ) -> BatchOptions:
+    """Batch layout and sizes of a `data` config.
+
+    decoder_start_id: the encoder-decoder model's first decoder input; pass the model's
+    (``config.decoder_start_token_id``) so the two cannot differ
+    (``kid.models.configs.check_tokenizer_agrees`` compares them). None: the tokenizer's
+    pad id, T5's convention.
+    """
+    check_config(config)
     return BatchOptions(
         layout=config.layout,
         batch_size=config.batch_size if train else config.eval_batch_size,
         prompt_buckets=tuple(sorted(config.prompt_buckets)),
         target_buckets=tuple(sorted(config.target_buckets)),
         pad_id=tok.pad_id,
-        decoder_start_id=tok.pad_id,
+        decoder_start_id=tok.pad_id if decoder_start_id is None else decoder_start_id,
+        group_by_length=config.group_by_length,
+        min_group_batches=config.min_group_batches,
     )
+
+
+def max_new_tokens(options: BatchOptions) -> int:
+    """Decoding budget: the largest target bucket (longer gold targets are cut anyway)."""
+    return max(options.target_buckets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +211,9 @@ class EncodedSplit:
     """Token ids of one split; a grain data source of {"prompt", "target", "index"}."""
 
     examples: tuple[spider.Example, ...]
-    prompts: tuple[np.ndarray, ...]  # int32, special tokens included
+    prompts: tuple[np.ndarray, ...]  # int32, special tokens (encoder inputs: + EOS) included
     targets: tuple[np.ndarray, ...]  # int32, normalised SQL + EOS
-    report: dict  # what was left out: prompt items, databases, target tokens
+    report: dict  # what was left out: prompt items, databases, target tokens (format_report)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -126,18 +224,33 @@ class EncodedSplit:
 
 class _RecentEncodings:
     """Prompt token ids, remembered for the last few texts measured: the prompt the
-    Prompter settles on is among them, so it is not tokenised a second time."""
+    Prompter settles on is among them, so it is not tokenised a second time.
 
-    def __init__(self, tok: tokenizer_lib.Tokenizer, size: int = 4):
+    With `end_with_eos` the ids end with exactly one EOS (appended when the tokenizer did
+    not add it): the Prompter's budget counts these ids, so it counts that EOS too.
+    """
+
+    def __init__(self, tok: tokenizer_lib.Tokenizer, *, end_with_eos: bool = False, size: int = 4):
         self._tok = tok
+        self._end_with_eos = end_with_eos
         self._size = size
         self._ids: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self._tok.encode([text], add_special_tokens=True)[0]
+        if not self._end_with_eos:
+            return ids
+        eos = self._tok.eos_id
+        end = len(ids)
+        while end and ids[end - 1] == eos:
+            end -= 1
+        return ids[:end] + [eos]
 
     def ids(self, text: str) -> list[int]:
         if text in self._ids:
             self._ids.move_to_end(text)
         else:
-            self._ids[text] = self._tok.encode([text], add_special_tokens=True)[0]
+            self._ids[text] = self._encode(text)
             if len(self._ids) > self._size:
                 self._ids.popitem(last=False)
         return self._ids[text]
@@ -153,14 +266,16 @@ def encode_split(
     *,
     prompt_budget: int,
     max_target_len: int,
+    end_with_eos: bool = False,
 ) -> EncodedSplit:
     """Prompts and tokenises every example.
 
-    Prompts fit `prompt_budget` tokens (see `prompts.Prompter`); targets are the
-    normalised SQL + EOS, and longer than `max_target_len` they are cut (EOS lost)
-    and counted in the report.
+    Prompts fit `prompt_budget` tokens (see `prompts.Prompter`), special tokens included;
+    with `end_with_eos` (encoder inputs) each ends with exactly one EOS, within the budget.
+    Targets are the normalised SQL + EOS, and longer than `max_target_len` they are cut
+    (EOS lost) and counted in the report.
     """
-    encodings = _RecentEncodings(tok)
+    encodings = _RecentEncodings(tok, end_with_eos=end_with_eos)
     prompter = prompts.Prompter(
         dataset.schemas,
         dataset.db_dir,
@@ -176,9 +291,12 @@ def encode_split(
         "examples": len(prompt_ids),
         "prompts": prompter.stats.summary(),
         "schema_only": prompter.stats.schema_only,
+        "missing_schema": prompter.stats.missing_schema,
         "truncated_prompts": prompter.stats.truncated,
         "dropped_prompt_items": dict(prompter.stats.dropped),
         "truncated_targets": cut,
+        "prompt_budget": prompt_budget,
+        "max_target_len": max_target_len,
     }
     return EncodedSplit(
         tuple(dataset.examples),
@@ -186,6 +304,26 @@ def encode_split(
         tuple(np.asarray(t[:max_target_len], np.int32) for t in target_ids),
         report,
     )
+
+
+def _lost_anything(report: dict) -> bool:
+    """Whether prompts or targets lost content (items, schemas, values, tokens)."""
+    keys = ("truncated_prompts", "truncated_targets", "schema_only", "missing_schema")
+    return any(report.get(k) for k in keys)
+
+
+def format_report(report: dict) -> str:
+    """`EncodedSplit.report` as one line for a log or a console."""
+    text = report["prompts"]
+    if "prompt_budget" in report:
+        text += f" (budget {report['prompt_budget']} tokens)"
+    cut = report["truncated_targets"]
+    limit = report.get("max_target_len")
+    if cut:
+        text += f"; {cut} of {report['examples']} targets cut to {limit} tokens (EOS lost)"
+    else:
+        text += f"; no target cut{f' (at most {limit} tokens)' if limit else ''}"
+    return text
 
 
 def tokenizer_corpus(dataset: spider.Dataset, options: prompts.PromptOptions) -> list[str]:
@@ -203,14 +341,34 @@ def _host_rows(global_batch: int, process_index: int, process_count: int) -> sli
     return slice(process_index * local, (process_index + 1) * local)
 
 
-def collate(elements: list[dict], *, options: BatchOptions, rows: slice) -> dict[str, np.ndarray]:
+def _shape(prompt_len: int, target_len: int, options: BatchOptions) -> Shape:
+    """The bucketed (prompt_len, target_len) that holds these lengths."""
+    return (
+        batching.bucket(prompt_len, options.prompt_buckets),
+        batching.bucket(target_len, options.target_buckets),
+    )
+
+
+def _batch_shape(elements: list[dict], options: BatchOptions) -> Shape:
+    """Shape of a global batch padded to its longest prompt's and target's buckets."""
+    return _shape(
+        max(len(e["prompt"]) for e in elements),
+        max(len(e["target"]) for e in elements),
+        options,
+    )
+
+
+def collate(
+    elements: list[dict], *, options: BatchOptions, rows: slice, shape: Shape | None = None
+) -> dict[str, np.ndarray]:
     """A global batch of elements -> this host's rows in the configured layout.
 
-    Padding elements (index -1) become zero-weight copies of the global batch's first
-    row, which is always a real example: no row is empty, so nothing attends to nothing.
+    `shape` fixes (prompt_len, target_len) (a training group's); None: the buckets of the
+    global batch's longest prompt and target. Padding elements (index -1) become
+    zero-weight copies of the global batch's first row, which is always a real example:
+    no row is empty, so nothing attends to nothing.
     """
-    prompt_len = batching.bucket(max(len(e["prompt"]) for e in elements), options.prompt_buckets)
-    target_len = batching.bucket(max(len(e["target"]) for e in elements), options.target_buckets)
+    prompt_len, target_len = _batch_shape(elements, options) if shape is None else shape
     first = elements[0]
     local = [e if e["index"] >= 0 else {**first, "index": -1} for e in elements[rows]]
     weights = np.array([e["index"] >= 0 for e in local], np.float32)
@@ -239,31 +397,106 @@ def collate(elements: list[dict], *, options: BatchOptions, rows: slice) -> dict
     )
 
 
+class Group(NamedTuple):
+    """Training examples batched together; every batch of them has `shape`."""
+
+    shape: Shape
+    indices: np.ndarray  # example indices, ascending
+
+
+def _cost(shape: Shape) -> int:
+    return shape[0] + shape[1]
+
+
+def _join(a: Shape, b: Shape) -> Shape:
+    return max(a[0], b[0]), max(a[1], b[1])
+
+
+def merge_small_groups(sizes: dict[Shape, int], min_size: int) -> dict[Shape, Shape]:
+    """Where each shape's examples go so that every group holds at least `min_size`.
+
+    Smallest first (by prompt_len + target_len), a group with fewer than `min_size`
+    examples joins the cheapest group whose shape holds it; with none, it joins the group
+    whose common (elementwise larger) shape adds the fewest padded slots. One group is
+    left alone whatever its size. Returns {shape: shape of its final group}.
+    """
+    members = {s: [s] for s, n in sizes.items() if n > 0}
+    count = {s: sizes[s] for s in members}
+    while len(count) > 1:
+        small = [s for s in count if count[s] < min_size]
+        if not small:
+            break
+        shape = min(small, key=lambda s: (_cost(s), s))
+        n, moved = count.pop(shape), members.pop(shape)
+        holders = [s for s in count if s[0] >= shape[0] and s[1] >= shape[1]]
+        if holders:
+            into = min(holders, key=lambda s: (_cost(s), s))
+        else:
+
+            def added(s: Shape, shape: Shape = shape, n: int = n) -> int:
+                joined = _cost(_join(s, shape))
+                return n * (joined - _cost(shape)) + count[s] * (joined - _cost(s))
+
+            other = min(count, key=lambda s: (added(s), s))
+            into = _join(other, shape)
+            n += count.pop(other)
+            moved += members.pop(other)
+        count[into] = count.get(into, 0) + n
+        members[into] = members.get(into, []) + moved
+    return {s: final for final, group in members.items() for s in group}
+
+
 def length_groups(
-    split: EncodedSplit, options: BatchOptions, *, by_length: bool
-) -> list[np.ndarray]:
-    """Example indices grouped by prompt bucket, so that a batch is padded to its own
-    bucket rather than to the longest prompt of a random batch. A group smaller than
-    a batch joins the next longer one (and the last such remainder the longest)."""
+    split: EncodedSplit, options: BatchOptions, *, by_length: bool | None = None
+) -> list[Group]:
+    """Training examples grouped by their (prompt bucket, target bucket) pair, so a batch
+    is padded to its group's shape rather than to the longest example of a random batch.
+
+    A group of fewer than ``options.min_group_batches`` batches joins a larger shape
+    (`merge_small_groups`). Without `by_length` (default: ``options.group_by_length``)
+    there is one group, of the split's largest shape. Groups come in ascending shape order.
+    """
+    by_length = options.group_by_length if by_length is None else by_length
+    natural = [
+        _shape(len(p), len(t), options) for p, t in zip(split.prompts, split.targets, strict=True)
+    ]
+    if not natural:
+        return []
     if not by_length:
-        return [np.arange(len(split))]
-    lengths = np.array([len(p) for p in split.prompts])
-    buckets = np.array([batching.bucket(n, options.prompt_buckets) for n in lengths])
-    groups, carry = [], np.zeros(0, np.int64)
-    for b in np.unique(buckets):
-        carry = np.concatenate([carry, np.flatnonzero(buckets == b)])
-        if len(carry) >= options.batch_size:
-            groups.append(carry)
-            carry = np.zeros(0, np.int64)
-    if len(carry):
-        groups[-1] = np.concatenate([groups[-1], carry])
-    return groups
+        largest = (max(s[0] for s in natural), max(s[1] for s in natural))
+        return [Group(largest, np.arange(len(split)))]
+    min_size = options.batch_size * options.min_group_batches
+    final = merge_small_groups(collections.Counter(natural), min_size)
+    assigned = [final[s] for s in natural]
+    return [
+        Group(shape, np.array([i for i, a in enumerate(assigned) if a == shape], np.int64))
+        for shape in sorted(set(assigned))
+    ]
+
+
+def split_shapes(split: EncodedSplit, options: BatchOptions, *, train: bool) -> list[Shape]:
+    """The distinct (prompt_len, target_len) batch shapes the pipeline makes of `split`,
+    ascending: for training, those of the groups that give at least one batch; for
+    evaluation, those of its batches in split order. Each is one compilation of a step."""
+    if train:
+        groups = length_groups(split, options)
+        return sorted({g.shape for g in groups if len(g.indices) >= options.batch_size})
+    shapes = set()
+    for start in range(0, len(split), options.batch_size):
+        elements = [split[i] for i in range(start, min(start + options.batch_size, len(split)))]
+        shapes.add(_batch_shape(elements, options))
+    return sorted(shapes)
+
+
+def _with_shape(indices: np.ndarray, *, shape: Shape) -> tuple[np.ndarray, Shape]:
+    return indices, shape
 
 
 def _collate_indices(
-    indices: np.ndarray, *, split: EncodedSplit, options: BatchOptions, rows: slice
+    batch: tuple[np.ndarray, Shape], *, split: EncodedSplit, options: BatchOptions, rows: slice
 ) -> dict[str, np.ndarray]:
-    return collate([split[int(i)] for i in indices], options=options, rows=rows)
+    indices, shape = batch
+    return collate([split[int(i)] for i in indices], options=options, rows=rows, shape=shape)
 
 
 def _seed(seed: int, stream: int) -> int:
@@ -279,13 +512,13 @@ def train_batches(
     process_index: int,
     process_count: int,
     num_epochs: int | None = None,
-    group_by_length: bool = True,
+    group_by_length: bool | None = None,
 ) -> grain.MapDataset:
     """Shuffled batches, reshuffled each epoch.
 
-    Each length group (see `length_groups`) is shuffled and cut into whole batches
-    (the remainder waits for a later epoch's shuffle), then the batches of all groups
-    are shuffled together.
+    Each length group (see `length_groups`; `group_by_length` None: the options') is
+    shuffled and cut into whole batches of its shape (the remainder waits for a later
+    epoch's shuffle), then the batches of all groups are shuffled together.
     """
     if len(split) < options.batch_size:
         raise ValueError(
@@ -294,9 +527,10 @@ def train_batches(
     rows = _host_rows(options.batch_size, process_index, process_count)
     groups = length_groups(split, options, by_length=group_by_length)
     per_group = [
-        grain.MapDataset.source(group.tolist())
+        grain.MapDataset.source(group.indices.tolist())
         .shuffle(seed=_seed(seed, i + 1))
         .batch(options.batch_size, drop_remainder=True)
+        .map(functools.partial(_with_shape, shape=group.shape))
         for i, group in enumerate(groups)
     ]
     return (
@@ -375,16 +609,56 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> spider.Dataset:
     return spider.assemble(examples, (), *layouts.pop())
 
 
+def _holds_tokenizer(path: str) -> bool:
+    """Whether `path` holds a tokenizer kid saved; refuses to overwrite anything else."""
+    if os.path.isfile(os.path.join(path, tokenizer_lib.KID_FILE)):
+        return True
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise ValueError(
+            f"tokenizer save_dir {path} exists but holds no tokenizer kid saved "
+            f"({tokenizer_lib.KID_FILE} missing): refusing to replace it"
+        )
+    return False
+
+
 def prepare_tokenizer(
-    config: ml_collections.ConfigDict, train: spider.Dataset
+    config: ml_collections.ConfigDict, train: spider.Dataset, *, save_dir: str | None = None
 ) -> tokenizer_lib.Tokenizer:
     """The configured tokenizer with its mask token and, if configured, tokens for
-    characters of the training SQL it cannot represent (save it with the checkpoint)."""
-    tok = tokenizer_lib.load_tokenizer(config.tokenizer, mask_token=config.mask_token)
+    characters of the training SQL it cannot represent.
+
+    ``data.tokenizer = "bpe"`` trains kid's byte-level BPE (``data.bpe_vocab_size``,
+    ``data.bpe_min_frequency``) on the training split's untruncated prompts and SQL
+    (`tokenizer_corpus`); it needs `save_dir`. With `save_dir`, the prepared tokenizer is
+    saved there, and a directory that already holds one is loaded instead of preparing it
+    again (a resumed run must see the same ids): delete it to change the tokenizer.
+    """
+    check_config(config)
+    if not config.tokenizer:
+        raise ValueError('data.tokenizer is not set: an HF tokenizer directory or "bpe"')
+    if save_dir is not None and _holds_tokenizer(save_dir):
+        return tokenizer_lib.load_tokenizer(save_dir, mask_token=config.mask_token)
+    if config.tokenizer == BPE:
+        if save_dir is None:
+            raise ValueError(
+                'data.tokenizer "bpe" is trained here: prepare_tokenizer needs save_dir'
+            )
+        corpus = tokenizer_corpus(train, prompt_options(config))
+        tok = tokenizer_lib.train_bpe(
+            corpus,
+            save_dir,
+            vocab_size=config.bpe_vocab_size,
+            min_frequency=config.bpe_min_frequency,
+        )  # <mask> is reserved: the mask token unless data.mask_token names another
+        tok = tokenizer_lib.with_mask_token(tok, config.mask_token)
+    else:
+        tok = tokenizer_lib.load_tokenizer(config.tokenizer, mask_token=config.mask_token)
     if config.add_missing_tokens:
         tokenizer_lib.add_missing_tokens(
             tok, [prompts.normalize_sql(e.query) for e in train.examples]
         )
+    if save_dir is not None:
+        tokenizer_lib.save_tokenizer(tok, save_dir)
     return tok
 
 
@@ -396,22 +670,29 @@ def build(
     train: bool,
     process_index: int | None = None,
     process_count: int | None = None,
+    decoder_start_id: int | None = None,
 ) -> tuple[grain.MapDataset, EncodedSplit]:
-    """Batches of `dataset` for this host (default: jax's process index and count);
-    the split's report (what prompts and targets lost) is logged."""
+    """Batches of `dataset` for this host (default: jax's process index and count).
+
+    `decoder_start_id`: see `batch_options`. The split's report (what prompts and targets
+    lost; `format_report` prints it) is logged, as a warning when anything was cut.
+    """
+    check_config(config)
     if process_index is None or process_count is None:
         import jax
 
         process_index, process_count = jax.process_index(), jax.process_count()
-    options = batch_options(config, tok, train=train)
+    options = batch_options(config, tok, train=train, decoder_start_id=decoder_start_id)
     split = encode_split(
         dataset,
         tok,
         prompt_options(config),
         prompt_budget=options.prompt_buckets[-1],
         max_target_len=options.target_buckets[-1],
+        end_with_eos=options.layout == batching.ENCODER_DECODER,
     )
-    logging.info("%s data: %s", "train" if train else "eval", split.report)
+    log = logging.warning if _lost_anything(split.report) else logging.info
+    log("%s data: %s", "train" if train else "eval", format_report(split.report))
     if train:
         batches = train_batches(
             split,
@@ -420,7 +701,6 @@ def build(
             process_index=process_index,
             process_count=process_count,
             num_epochs=config.num_epochs,
-            group_by_length=config.group_by_length,
         )
     else:
         batches = eval_batches(

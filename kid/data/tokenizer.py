@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import tokenizers
 import transformers
+from absl import logging
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 KID_FILE = "kid_tokenizer.json"  # base vocabulary size and mask token, beside the HF files
@@ -70,7 +71,9 @@ class Tokenizer:
         return self.hf.convert_tokens_to_ids(self.mask_token)
 
     def encode(self, texts: Sequence[str], *, add_special_tokens: bool) -> list[list[int]]:
-        """Token ids of each text; special tokens are the model's own (BOS, T5's EOS)."""
+        """Token ids of each text; special tokens are the model's own (Llama's BOS, T5's
+        EOS). kid's BPE (`train_bpe`) adds none: encoder inputs get their EOS from the
+        pipeline (`kid.data.pipeline.encode_split`)."""
         if not texts:
             return []
         out = self.hf(
@@ -82,7 +85,8 @@ class Tokenizer:
         return out["input_ids"]
 
     def count_tokens(self, text: str) -> int:
-        """Length of a prompt as the model sees it (special tokens included)."""
+        """Length of a prompt with the tokenizer's special tokens (the pipeline's encoder
+        inputs also end with an EOS that kid's BPE does not add: see `encode_split`)."""
         return len(self.encode([text], add_special_tokens=True)[0])
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -107,7 +111,9 @@ class Tokenizer:
         return len(new)
 
 
-def _with_mask(tok: Tokenizer, mask_token: str | None) -> Tokenizer:
+def with_mask_token(tok: Tokenizer, mask_token: str | None) -> Tokenizer:
+    """`tok` with KID's mask token: an existing token, else added as a special token at the
+    end of the vocabulary. None: `tok` as it is (keeping any mask token it has)."""
     if mask_token is None:
         return tok
     tok = dataclasses.replace(tok, mask_token=mask_token)
@@ -136,7 +142,7 @@ def load_tokenizer(path: str | os.PathLike[str], *, mask_token: str | None = Non
         with open(os.path.join(path, KID_FILE), encoding="utf-8") as f:
             meta = json.load(f)
     tok = Tokenizer(hf, meta.get("base_size", len(hf)), meta.get("mask_token"))
-    return _with_mask(tok, mask_token)
+    return with_mask_token(tok, mask_token)
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike[str]) -> None:
@@ -234,7 +240,14 @@ def train_bpe(
 ) -> Tokenizer:
     """Trains a byte-level BPE (lossless on any text) and saves it as an HF directory.
 
-    Special tokens: <pad> (0), </s> (EOS, 1), <unk> (2), <mask> (3, KID's mask).
+    Special tokens: <pad> (0), </s> (EOS, 1), <unk> (2), <mask> (3, KID's mask). The
+    tokenizer adds none of them when encoding, whatever `add_special_tokens` says; the
+    pipeline appends EOS to targets and to encoder inputs.
+
+    `vocab_size` is an upper bound: a corpus with too few pairs seen `min_frequency` times
+    runs out of merges first, and the tokenizer is then smaller (4 special tokens + 256
+    bytes + the merges found). That tokenizer is used as it is, with a warning naming both
+    sizes; size models by ``len(tokenizer)``, not by `vocab_size`.
     """
     model = tokenizers.Tokenizer(models.BPE())
     model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -256,6 +269,15 @@ def train_bpe(
         mask_token=mask,
         clean_up_tokenization_spaces=False,
     )
+    if len(hf) < vocab_size:
+        logging.warning(
+            "BPE: vocab_size %d requested but the corpus gives %d tokens (no more pairs seen "
+            "at least min_frequency=%d times); using %d",
+            vocab_size,
+            len(hf),
+            min_frequency,
+            len(hf),
+        )
     tok = Tokenizer(hf, len(hf), mask)
     save_tokenizer(tok, path)
     return load_tokenizer(path)

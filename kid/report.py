@@ -1,0 +1,307 @@
+"""The run report (CONTRACT 5): W/report.json, W/report.md and the training curves W/report.png.
+
+The report dict is built by `kid.main`'s stages:
+  {"eval": {model: {split: {"ex", "em", "ts", "n", "by_hardness": {level: {...}}, ...}}},
+   "models": {model: {"params", "train_s", "steps", "tokens", ...}},
+   "method": str, "timings": {stage: seconds}, "benchmark": {...}, ...}
+with ex / em / ts fractions in [0, 1] (None where nothing was scored). report.md leads with
+the answer to the first question a reader has: did the distilled student beat the plain
+fine-tuned baseline of the same size and budget?
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kid import metrics_log
+from kid.sql import report as sql_report
+from kid.sql.scoring import LEVELS, Verdict
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+_MODEL_ORDER = ("teacher", "baseline", "student")  # listed first, in this order
+
+
+def _level_metrics(level: Mapping[str, Any]) -> dict:
+    return {
+        "ex": level["exec"],
+        "em": level["match"],
+        "ts": level["ts"],
+        "n": level["count"],
+        "ex_n": level["exec_n"],
+        "em_n": level["match_n"],
+        "ts_n": level["ts_n"],
+    }
+
+
+def summarize_verdicts(verdicts: Sequence[Verdict]) -> dict:
+    """One split's report entry from its verdicts, with `python -m kid.evaluate`'s numbers.
+
+    {"ex", "em", "ts", "n", "ex_n", "em_n", "ts_n", "by_hardness": {level: same keys},
+    "errors": {kind: count}, "missing_database": {db_id: count}}. Conventions are those of
+    `kid.sql.report.summarize`: a failed query or a failed gold counts wrong (0); a metric
+    not scored for an example (exec on a missing database, em without a schema, ts without
+    test-suite databases) leaves it out of that mean, so ex_n / em_n / ts_n say how many
+    were scored; a mean over nothing is None (ts is None when no verdict has a ts).
+    """
+    summary = sql_report.summarize(verdicts)
+    levels = summary["levels"]
+    return {
+        **_level_metrics(levels["all"]),
+        "by_hardness": {k: _level_metrics(v) for k, v in levels.items() if k != "all"},
+        "errors": summary["errors"],
+        "missing_database": summary["missing_database"],
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    """`obj` with numpy / jax scalars as Python numbers and NaN / inf as None (valid JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return metrics_log.json_value(obj)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def model_names(report: Mapping) -> list[str]:
+    """Models in the report (eval or models), teacher, baseline, student first."""
+    names = dict.fromkeys([*report.get("eval", {}), *report.get("models", {})])
+    return [m for m in _MODEL_ORDER if m in names] + [m for m in names if m not in _MODEL_ORDER]
+
+
+def _logged_models(workdir: str) -> list[str]:
+    """Subfolders of workdir that hold a metrics.jsonl, sorted."""
+    if not os.path.isdir(workdir):
+        return []
+    return sorted(
+        d
+        for d in os.listdir(workdir)
+        if os.path.isfile(os.path.join(workdir, d, metrics_log.METRICS_FILE))
+    )
+
+
+def write_report(workdir: str, report: Mapping) -> None:
+    """Writes report.json (atomically), report.png (when any model logged metrics) and
+    report.md in workdir."""
+    os.makedirs(workdir, exist_ok=True)
+    report = _jsonable(report)
+    _write_atomic(os.path.join(workdir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
+    models = list(dict.fromkeys([*model_names(report), *_logged_models(workdir)]))
+    plotted = plot_curves(workdir, models, os.path.join(workdir, REPORT_PNG))
+    text = markdown(report, plot=REPORT_PNG if plotted else None)
+    _write_atomic(os.path.join(workdir, REPORT_MD), text)
+
+
+# --- report.md ---------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _count(x: int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> list[str]:
+    """A markdown table; the first `left` columns left-aligned, the rest right-aligned."""
+    align = ["---" if i < left else "---:" for i in range(len(header))]
+    return [f"| {' | '.join(row)} |" for row in (header, align, *rows)]
+
+
+def _splits(evals: Mapping) -> list[str]:
+    return list(dict.fromkeys(s for per_model in evals.values() for s in per_model))
+
+
+def answer(report: Mapping) -> str | None:
+    """The line that answers "did distillation beat plain fine-tuning?": student EX on dev
+    (else its first split): X% vs baseline Y% vs teacher Z%, and the gain in points."""
+    evals = report.get("eval", {})
+    student = evals.get("student")
+    if not student:
+        return None
+    split = "dev" if "dev" in student else next(iter(student))
+    ex = {"student": student[split].get("ex")}
+    for other in ("baseline", "teacher"):
+        if split in evals.get(other, {}):
+            ex[other] = evals[other][split].get("ex")
+    line = f"student EX on {split}: {_percent(ex['student'])}"
+    line += "".join(f" vs {m} {_percent(x)}" for m, x in ex.items() if m != "student")
+    if ex["student"] is not None and ex.get("baseline") is not None:
+        gain = round(100 * ex["student"], 1) - round(100 * ex["baseline"], 1)
+        line += f" (student - baseline: {gain:+.1f} points)"
+    return line
+
+
+def _eval_table(evals: Mapping, models: Sequence[str]) -> list[str]:
+    rows = [
+        [m, split, _pct(r.get("ex")), _pct(r.get("em")), _pct(r.get("ts")), _count(r.get("n"))]
+        for m in models
+        for split, r in evals.get(m, {}).items()
+    ]
+    return _table(["model", "split", "EX %", "EM %", "TS %", "n"], rows, left=2)
+
+
+def _hardness_table(evals: Mapping, models: Sequence[str], split: str) -> list[str]:
+    """Rows n / EX / EM (/ TS where scored) per model, hardness levels as columns."""
+    entries = {m: evals[m][split] for m in models if split in evals.get(m, {})}
+    entries = {m: r for m, r in entries.items() if r.get("by_hardness")}
+    if not entries:
+        return []
+    present = {lv for r in entries.values() for lv, s in r["by_hardness"].items() if s.get("n")}
+    levels = [lv for lv in LEVELS if lv != "unknown" or "unknown" in present]
+    rows = []
+    for m, r in entries.items():
+        cells = [r["by_hardness"].get(lv, {}) for lv in levels] + [r]
+        rows.append([m, "n", *(_count(c.get("n")) for c in cells)])
+        for key, label in (("ex", "EX %"), ("em", "EM %"), ("ts", "TS %")):
+            if key == "ts" and all(c.get("ts") is None for c in cells):
+                continue
+            rows.append([m, label, *(_pct(c.get(key)) for c in cells)])
+    return _table(["model", "", *levels, "all"], rows, left=2)
+
+
+def _models_table(models_info: Mapping, models: Sequence[str]) -> list[str]:
+    rows = [
+        [
+            m,
+            _count(info.get("params")),
+            _count(info.get("steps")),
+            _count(info.get("tokens")),
+            _duration(info.get("train_s")),
+        ]
+        for m in models
+        if (info := models_info.get(m)) is not None
+    ]
+    return _table(["model", "params", "steps", "tokens", "train time"], rows)
+
+
+def _benchmark_text(benchmark: Mapping) -> str:
+    """The embedded benchmark's stats as `kid.data.synth` prints them, else as JSON."""
+    if {"databases", "splits"} <= benchmark.keys():
+        from kid.data import synth  # deferred: only reports of embedded-benchmark runs
+
+        return synth.format_stats(dict(benchmark))
+    return json.dumps(benchmark, indent=2)
+
+
+def markdown(report: Mapping, *, plot: str | None) -> str:
+    """report.md: the answer line, EX / EM / TS per model and split, the same by hardness,
+    the models, the stage timings and the training-curve plot (`plot`, a path relative to
+    report.md, or None)."""
+    evals = report.get("eval", {})
+    models = model_names(report)
+    lines = ["# kid report", ""]
+    if (line := answer(report)) is not None:
+        lines += [f"**{line}**", ""]
+    if "method" in report:
+        lines += [f"method: `{report['method']}`", ""]
+    if evals:
+        lines += ["## Accuracy", "", *_eval_table(evals, models), ""]
+        for split in _splits(evals):
+            table = _hardness_table(evals, models, split)
+            if table:
+                lines += [f"### {split} by hardness", "", *table, ""]
+    if report.get("models"):
+        lines += ["## Models", "", *_models_table(report["models"], models), ""]
+    if report.get("timings"):
+        rows = [[stage, f"{s:.1f}"] for stage, s in report["timings"].items()]
+        lines += ["## Timings", "", *_table(["stage", "seconds"], rows), ""]
+    if report.get("benchmark"):
+        lines += ["## Benchmark", "", "```", _benchmark_text(report["benchmark"]), "```", ""]
+    if plot is not None:
+        lines += ["## Training curves", "", f"![]({plot})", ""]
+    return "\n".join(lines)
+
+
+# --- report.png --------------------------------------------------------------------------
+
+
+def is_ex_key(key: str) -> bool:
+    """An execution-accuracy metric in metrics.jsonl: "ex", or a name ending in "/ex" or
+    "_ex" ("dev/ex", "dev_in_domain/ex"); not any name ending in the letters ex ("index")."""
+    return key == "ex" or key.endswith(("/ex", "_ex"))
+
+
+def curves(records: Sequence[Mapping]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series for "loss" and every EX key, from metrics.jsonl records; nulls
+    (non-finite values) and non-numbers are left out."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        step = r.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        for key, value in r.items():
+            if key != "loss" and not is_ex_key(key):
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                series.setdefault(key, []).append((step, float(value)))
+    return series
+
+
+def plot_curves(workdir: str, models: Sequence[str], path: str) -> bool:
+    """Writes a PNG (headless Agg) of training loss vs step and EX (%) vs step, one line per
+    model (and EX key), from W/<model>/metrics.jsonl; False, writing nothing, when there is
+    no loss or EX value to plot."""
+    data = {}
+    for m in models:
+        file = os.path.join(workdir, m, metrics_log.METRICS_FILE)
+        if os.path.isfile(file) and (series := curves(metrics_log.read_metrics(file))):
+            data[m] = series
+    if not data:
+        return False
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: slow import
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, ex_ax = fig.subplots(1, 2)
+    for i, (m, series) in enumerate(data.items()):
+        color = f"C{i % 10}"
+        if "loss" in series:
+            loss_ax.plot(*zip(*series["loss"], strict=True), color=color, label=m)
+        ex_keys = [k for k in series if k != "loss"]
+        for j, key in enumerate(ex_keys):
+            steps, values = zip(*series[key], strict=True)
+            label = m if key == "ex" else f"{m} {key}"
+            style = ("-", "--", ":", "-.")[j % 4]
+            ex_ax.plot(steps, [100 * v for v in values], style, color=color, label=label)
+            ex_ax.scatter(steps, [100 * v for v in values], color=color, s=8)
+    for ax, title, ylabel in ((loss_ax, "training loss", "loss"), (ex_ax, "EX", "EX %")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=ax.transAxes)
+    tmp = f"{path}.tmp"
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+    return True
