@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from kid.data import batching, pipeline, prompts, spider, synth
+from kid.data import batching, grouping, pipeline, prompts, spider, synth
 
 _DIR = flags.DEFINE_string("dir", "", "Spider-format folder (default: a fresh synth benchmark).")
 _TRAIN = flags.DEFINE_string("train", "train.json", "Training split file in --dir.")
@@ -166,7 +166,7 @@ def run(folder: str, tmp: str) -> None:
         seconds = time.perf_counter() - start
         splits[name] = split
         batch_opts = pipeline.batch_options(config, tok, train=train_mode)
-        shapes = pipeline.split_shapes(split, batch_opts, train=train_mode)
+        shapes = grouping.split_shapes(split, batch_opts, train=train_mode)
         print(
             f"\n{name}: prompted + tokenised {len(split)} examples in {seconds:.1f} s "
             f"({len(split) / seconds:.0f} examples/s)"

@@ -55,10 +55,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         "t5-synth-teacher", steps=1500, learning_rate=1e-3, warmup_steps=100, log_every=25
     )
     config.teacher.overrides.dropout_rate = 0.0
+    config.teacher.overrides.scan_layers = True  # one compiled layer: shorter compiles
     config.student = job.model_section(
         "t5-synth-student", steps=500, learning_rate=2e-3, warmup_steps=50, log_every=25
     )
     config.student.overrides.dropout_rate = 0.0
+    config.student.overrides.scan_layers = True
     for section in (config.teacher, config.student):
         section.train.eval_every = 0
         section.train.eval_split = "dev_in_domain.json"

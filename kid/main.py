@@ -90,12 +90,19 @@ def _eval_ts_dir(config: ml_collections.ConfigDict, workdir: str) -> None:
             config.eval.ts_dir = os.path.join(benchmark_dir(config, workdir), "database_ts")
 
 
+def _stage_list(stages) -> tuple[str, ...]:
+    """config.stages as a tuple; a command-line override may give "benchmark,teacher"."""
+    items = (stages,) if isinstance(stages, str) else tuple(stages)
+    return tuple(s.strip() for item in items for s in item.split(",") if s.strip())
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     """Runs `config.stages` in order; returns the report also written to workdir."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.stages = _stage_list(config.stages)
     job.validate(config, tuple(STAGES))
     job.init_distributed(config)
     os.makedirs(workdir, exist_ok=True)
-    config = ml_collections.ConfigDict(config.to_dict())
     _eval_ts_dir(config, workdir)
     report: Report = {"stages": list(config.stages), "timings": {}, "models": {}}
     mesh = job.make_mesh(config) if "mesh" in config else None

@@ -24,7 +24,7 @@ from absl import logging
 from kid import checkpoints as checkpoints_lib
 from kid import inference, job, loop, methods, models, train
 from kid import report as report_lib
-from kid.data import pipeline
+from kid.data import grouping, pipeline
 from kid.models import forward as fwd
 
 Report = dict[str, Any]
@@ -213,7 +213,7 @@ def train_model(
         data.config, data.train, data.tok, train=True, decoder_start_id=start_id
     )
     options = pipeline.batch_options(data.config, data.tok, train=True, decoder_start_id=start_id)
-    shapes = pipeline.split_shapes(encoded, options, train=True)
+    shapes = grouping.split_shapes(encoded, options, train=True)
     print(
         f"{name}: {method}, {_param_count(trainable):,} trainable params, "
         f"{section.train.steps} steps, {len(shapes)} batch shapes; "

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tiny_tokenizers
 
-from kid.data import batching, pipeline, prompts, spider
+from kid.data import batching, grouping, pipeline, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 
 PROMPT_BUCKETS, TARGET_BUCKETS = (128, 256, 512), (32, 64, 128)
@@ -98,7 +98,7 @@ def _steps_per_epoch(dev, tok, **overrides):
     config = _config(**overrides)
     _, split = pipeline.build(config, dev, tok, train=True, process_index=0, process_count=1)
     options = pipeline.batch_options(config, tok, train=True)
-    groups = pipeline.length_groups(split, options)
+    groups = grouping.length_groups(split, options)
     return sum(len(g.indices) // config.batch_size for g in groups), groups, split
 
 
@@ -119,27 +119,10 @@ def test_length_groups_partition_the_split_by_shape(dev, tok):
         assert all(p <= g.shape[0] and t <= g.shape[1] for p, t in natural)
         assert g.shape == (max(p for p, _ in natural), max(t for _, t in natural))
     assert 100 - 8 * len(groups) < steps * 8 <= 100  # each group drops less than a batch
-    (single,) = pipeline.length_groups(
+    (single,) = grouping.length_groups(
         split, pipeline.batch_options(_config(), tok, train=True), by_length=False
     )
     assert single.shape == (512, 128) and len(single.indices) == 100
-
-
-def test_small_groups_join_the_cheapest_shape_that_holds_them():
-    sizes = {(128, 32): 20, (128, 64): 3, (256, 32): 2, (256, 64): 9, (512, 128): 1}
-    final = pipeline.merge_small_groups(sizes, min_size=8)
-    # (128, 64) and (256, 32) fit (256, 64); (512, 128) holds nobody and nothing holds it:
-    # it joins the group whose common shape pads least, here (256, 64) -> (512, 128).
-    assert final == {
-        (128, 32): (128, 32),
-        (128, 64): (512, 128),
-        (256, 32): (512, 128),
-        (256, 64): (512, 128),
-        (512, 128): (512, 128),
-    }
-    assert pipeline.merge_small_groups({(128, 32): 3}, min_size=8) == {(128, 32): (128, 32)}
-    two = pipeline.merge_small_groups({(128, 64): 3, (256, 32): 10}, min_size=8)
-    assert two == {(128, 64): (256, 64), (256, 32): (256, 64)}
 
 
 def test_min_group_batches_trades_padding_for_fewer_shapes(dev, tok):
@@ -147,9 +130,9 @@ def test_min_group_batches_trades_padding_for_fewer_shapes(dev, tok):
     shapes = {}
     for m in (1, 3):
         options = pipeline.batch_options(_config(min_group_batches=m), tok, train=True)
-        groups = pipeline.length_groups(split, options)
+        groups = grouping.length_groups(split, options)
         assert all(len(g.indices) >= 8 * m for g in groups)
-        shapes[m] = pipeline.split_shapes(split, options, train=True)
+        shapes[m] = grouping.split_shapes(split, options, train=True)
     assert len(shapes[3]) < len(shapes[1])
 
 
@@ -158,8 +141,8 @@ def _epoch(dev, tok, grouped, **overrides):
     config = _config(num_epochs=1, group_by_length=grouped, **overrides)
     batches, split = pipeline.build(config, dev, tok, train=True, process_index=0, process_count=1)
     options = pipeline.batch_options(config, tok, train=True)
-    group_of = {int(i): g.shape for g in pipeline.length_groups(split, options) for i in g.indices}
-    shapes = pipeline.split_shapes(split, options, train=True)
+    group_of = {int(i): g.shape for g in grouping.length_groups(split, options) for i in g.indices}
+    shapes = grouping.split_shapes(split, options, train=True)
     out = list(batches)
     for batch in out:
         shape = _shape(batch)
@@ -183,7 +166,7 @@ def test_eval_shapes_are_those_of_its_batches(dev, tok):
     batches, split = pipeline.build(config, dev, tok, train=False, process_index=0, process_count=1)
     options = pipeline.batch_options(config, tok, train=False)
     seen = sorted({_shape(b) for b in batches})
-    assert pipeline.split_shapes(split, options, train=False) == seen
+    assert grouping.split_shapes(split, options, train=False) == seen
     assert len(seen) > 1
 
 

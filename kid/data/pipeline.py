@@ -8,14 +8,14 @@ it with a seed, forms global batches and gives each host its rows:
   number of batches, and the rows line up with
   `jax.make_array_from_process_local_data`.
 * Batch shapes (prompt_len, target_len) come from a few length buckets, chosen from the
-  whole global batch, so all hosts agree on them; a jitted step compiles once per shape,
-  and `split_shapes` lists the shapes a split produces (to bound and log compiles).
-* Training batches draw from groups of examples with the same (prompt bucket, target
-  bucket) pair (`length_groups`); a group smaller than a batch (`data.min_group_batches`)
-  joins the cheapest larger shape, and every batch of a group has the group's shape. Each epoch drops the partial
-  batch of each group and the next epoch reshuffles. Evaluation keeps split order and pads
-  the last batch with zero-weight copies so each example is scored exactly once
-  (`example_index` maps rows back to examples, -1 for padding).
+  whole global batch, so all hosts agree on them (`kid.data.grouping`: a jitted step
+  compiles once per shape, and `grouping.split_shapes` lists those a split produces).
+* Training batches draw from the length groups of `grouping.length_groups` (one per
+  (prompt bucket, target bucket) pair, small ones merged into a larger shape); every batch
+  of a group has the group's shape. Each epoch drops the partial batch of each group and
+  the next epoch reshuffles. Evaluation keeps split order and pads the last batch with
+  zero-weight copies so each example is scored exactly once (`example_index` maps rows
+  back to examples, -1 for padding).
 * Encoder inputs (the encoder-decoder layout) end with exactly one EOS, as HF T5
   tokenizers make them, whatever the tokenizer adds; decoder-only prompts get nothing.
 * The iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` restore it
@@ -34,14 +34,13 @@ import dataclasses
 import functools
 import math
 import os
-from typing import NamedTuple
 
 import grain
 import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from kid.data import batching, prompts, spider
+from kid.data import batching, grouping, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.data import values as values_lib
 
@@ -49,7 +48,6 @@ BPE = "bpe"  # data.tokenizer: train kid's byte-level BPE on the training split
 SOURCES = ("json", "tfds")
 # The prompt style each layout's models are trained with.
 _STYLE_OF_LAYOUT = {batching.DECODER_ONLY: "codes", batching.ENCODER_DECODER: "t5"}
-Shape = tuple[int, int]  # (prompt_len, target_len) of a batch
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -341,25 +339,8 @@ def _host_rows(global_batch: int, process_index: int, process_count: int) -> sli
     return slice(process_index * local, (process_index + 1) * local)
 
 
-def _shape(prompt_len: int, target_len: int, options: BatchOptions) -> Shape:
-    """The bucketed (prompt_len, target_len) that holds these lengths."""
-    return (
-        batching.bucket(prompt_len, options.prompt_buckets),
-        batching.bucket(target_len, options.target_buckets),
-    )
-
-
-def _batch_shape(elements: list[dict], options: BatchOptions) -> Shape:
-    """Shape of a global batch padded to its longest prompt's and target's buckets."""
-    return _shape(
-        max(len(e["prompt"]) for e in elements),
-        max(len(e["target"]) for e in elements),
-        options,
-    )
-
-
 def collate(
-    elements: list[dict], *, options: BatchOptions, rows: slice, shape: Shape | None = None
+    elements: list[dict], *, options: BatchOptions, rows: slice, shape: grouping.Shape | None = None
 ) -> dict[str, np.ndarray]:
     """A global batch of elements -> this host's rows in the configured layout.
 
@@ -368,7 +349,7 @@ def collate(
     zero-weight copies of the global batch's first row, which is always a real example:
     no row is empty, so nothing attends to nothing.
     """
-    prompt_len, target_len = _batch_shape(elements, options) if shape is None else shape
+    prompt_len, target_len = grouping.batch_shape(elements, options) if shape is None else shape
     first = elements[0]
     local = [e if e["index"] >= 0 else {**first, "index": -1} for e in elements[rows]]
     weights = np.array([e["index"] >= 0 for e in local], np.float32)
@@ -397,103 +378,16 @@ def collate(
     )
 
 
-class Group(NamedTuple):
-    """Training examples batched together; every batch of them has `shape`."""
-
-    shape: Shape
-    indices: np.ndarray  # example indices, ascending
-
-
-def _cost(shape: Shape) -> int:
-    return shape[0] + shape[1]
-
-
-def _join(a: Shape, b: Shape) -> Shape:
-    return max(a[0], b[0]), max(a[1], b[1])
-
-
-def merge_small_groups(sizes: dict[Shape, int], min_size: int) -> dict[Shape, Shape]:
-    """Where each shape's examples go so that every group holds at least `min_size`.
-
-    Smallest first (by prompt_len + target_len), a group with fewer than `min_size`
-    examples joins the cheapest group whose shape holds it; with none, it joins the group
-    whose common (elementwise larger) shape adds the fewest padded slots. One group is
-    left alone whatever its size. Returns {shape: shape of its final group}.
-    """
-    members = {s: [s] for s, n in sizes.items() if n > 0}
-    count = {s: sizes[s] for s in members}
-    while len(count) > 1:
-        small = [s for s in count if count[s] < min_size]
-        if not small:
-            break
-        shape = min(small, key=lambda s: (_cost(s), s))
-        n, moved = count.pop(shape), members.pop(shape)
-        holders = [s for s in count if s[0] >= shape[0] and s[1] >= shape[1]]
-        if holders:
-            into = min(holders, key=lambda s: (_cost(s), s))
-        else:
-
-            def added(s: Shape, shape: Shape = shape, n: int = n) -> int:
-                joined = _cost(_join(s, shape))
-                return n * (joined - _cost(shape)) + count[s] * (joined - _cost(s))
-
-            other = min(count, key=lambda s: (added(s), s))
-            into = _join(other, shape)
-            n += count.pop(other)
-            moved += members.pop(other)
-        count[into] = count.get(into, 0) + n
-        members[into] = members.get(into, []) + moved
-    return {s: final for final, group in members.items() for s in group}
-
-
-def length_groups(
-    split: EncodedSplit, options: BatchOptions, *, by_length: bool | None = None
-) -> list[Group]:
-    """Training examples grouped by their (prompt bucket, target bucket) pair, so a batch
-    is padded to its group's shape rather than to the longest example of a random batch.
-
-    A group of fewer than ``options.min_group_batches`` batches joins a larger shape
-    (`merge_small_groups`). Without `by_length` (default: ``options.group_by_length``)
-    there is one group, of the split's largest shape. Groups come in ascending shape order.
-    """
-    by_length = options.group_by_length if by_length is None else by_length
-    natural = [
-        _shape(len(p), len(t), options) for p, t in zip(split.prompts, split.targets, strict=True)
-    ]
-    if not natural:
-        return []
-    if not by_length:
-        largest = (max(s[0] for s in natural), max(s[1] for s in natural))
-        return [Group(largest, np.arange(len(split)))]
-    min_size = options.batch_size * options.min_group_batches
-    final = merge_small_groups(collections.Counter(natural), min_size)
-    assigned = [final[s] for s in natural]
-    return [
-        Group(shape, np.array([i for i, a in enumerate(assigned) if a == shape], np.int64))
-        for shape in sorted(set(assigned))
-    ]
-
-
-def split_shapes(split: EncodedSplit, options: BatchOptions, *, train: bool) -> list[Shape]:
-    """The distinct (prompt_len, target_len) batch shapes the pipeline makes of `split`,
-    ascending: for training, those of the groups that give at least one batch; for
-    evaluation, those of its batches in split order. Each is one compilation of a step."""
-    if train:
-        groups = length_groups(split, options)
-        return sorted({g.shape for g in groups if len(g.indices) >= options.batch_size})
-    shapes = set()
-    for start in range(0, len(split), options.batch_size):
-        elements = [split[i] for i in range(start, min(start + options.batch_size, len(split)))]
-        shapes.add(_batch_shape(elements, options))
-    return sorted(shapes)
-
-
-def _with_shape(indices: np.ndarray, *, shape: Shape) -> tuple[np.ndarray, Shape]:
+def _with_shape(indices: np.ndarray, *, shape: grouping.Shape) -> tuple[np.ndarray, grouping.Shape]:
     return indices, shape
 
 
 def _collate_indices(
-    batch: tuple[np.ndarray, Shape], *, split: EncodedSplit, options: BatchOptions, rows: slice
+    batch: tuple[np.ndarray, grouping.Shape],
+    *,
+    split: EncodedSplit,
+    options: BatchOptions,
+    rows: slice,
 ) -> dict[str, np.ndarray]:
     indices, shape = batch
     return collate([split[int(i)] for i in indices], options=options, rows=rows, shape=shape)
@@ -516,16 +410,16 @@ def train_batches(
 ) -> grain.MapDataset:
     """Shuffled batches, reshuffled each epoch.
 
-    Each length group (see `length_groups`; `group_by_length` None: the options') is
-    shuffled and cut into whole batches of its shape (the remainder waits for a later
-    epoch's shuffle), then the batches of all groups are shuffled together.
+    Each length group (see `grouping.length_groups`; `group_by_length` None: the
+    options') is shuffled and cut into whole batches of its shape (the remainder waits for
+    a later epoch's shuffle), then the batches of all groups are shuffled together.
     """
     if len(split) < options.batch_size:
         raise ValueError(
             f"{len(split)} training examples are fewer than one batch of {options.batch_size}"
         )
     rows = _host_rows(options.batch_size, process_index, process_count)
-    groups = length_groups(split, options, by_length=group_by_length)
+    groups = grouping.length_groups(split, options, by_length=group_by_length)
     per_group = [
         grain.MapDataset.source(group.indices.tolist())
         .shuffle(seed=_seed(seed, i + 1))
