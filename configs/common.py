@@ -70,7 +70,9 @@ def paper_config(
     as it is (teacher.train.steps = 0). To fine-tune it here first, point
     teacher.checkpoint at the base model and set teacher.train.steps (the student's
     budget is the paper's: `--config.teacher.train.steps=<student.train.steps>`); it trains
-    with SFT and LoRA of the same rank, before the student stage.
+    with SFT and LoRA of the same rank, before the student stage. Its adapters then train
+    in teacher.param_dtype, bfloat16 like its frozen weights; pass
+    `--config.teacher.param_dtype=float32` for float32 ones (twice the weight memory).
     """
     config = ml_collections.ConfigDict()
     config.stages = ("teacher", "student", "baseline", "eval", "report")

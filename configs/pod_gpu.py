@@ -3,9 +3,9 @@ global batch 16) on several GPU hosts. `get_config("HOSTSxGPUS")` sizes the mesh
 over the GPUs of a host (NVLink: weight all-gathers stay inside the host), data across
 hosts (one gradient all-reduce a step over the network), tensor 1:
 
-  arg    hosts  GPUs  mesh data x fsdp x tensor
-  2x8        2    16  2 x 8 x 1                 (the default)
-  1x8        1     8  1 x 8 x 1                 (one host: no distributed section needed)
+  arg    GPUs  hosts  mesh data x fsdp x tensor
+  2x8      16      2  2 x 8 x 1                  configs/pod_gpu.py:2x8 (the default)
+  1x8       8      1  1 x 8 x 1                  configs/pod_gpu.py:1x8 (one host: no coordinator)
 
 The batch of 16 gives each GPU one row or more; past 16 GPUs raise data.batch_size to a
 multiple of hosts x GPUs (a departure from the paper's recipe). The coordinator is

@@ -100,8 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     """Runs `config.stages` in order; returns the report also written to workdir."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.stages = _stage_list(config.stages)
+    job.init_distributed(config)  # before anything starts the backend (validate's mesh)
     job.validate(config, tuple(STAGES))
-    job.init_distributed(config)
     os.makedirs(workdir, exist_ok=True)
     _eval_ts_dir(config, workdir)
     report: Report = {"stages": list(config.stages), "timings": {}, "models": {}}

@@ -49,7 +49,8 @@ def uninterrupted(tmp_path_factory):
 
 
 def _records(workdir) -> list[dict]:
-    return metrics_log.read_metrics(os.path.join(workdir, "teacher", "metrics.jsonl"))
+    path = os.path.join(workdir, "teacher", "metrics.jsonl")
+    return metrics_log.read_metrics(path) if os.path.exists(path) else []
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -63,11 +64,7 @@ def _start_and_wait(workdir, bench, step: int, committed: str | None = None) -> 
     latest = pathlib.Path(workdir, "teacher", "checkpoints", "latest")
     deadline = time.time() + 600
     while time.time() < deadline:
-        done = (
-            any(r.get("step", 0) >= step for r in _records(workdir))
-            if (pathlib.Path(workdir) / "teacher").exists()
-            else False
-        )
+        done = any(r.get("step", 0) >= step for r in _records(workdir))
         if done and (committed is None or (latest / committed / "commit_success.txt").exists()):
             return proc
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]

@@ -70,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.tokenizer = ""
     c.bpe_vocab_size = 4096  # "bpe": requested size (a small corpus may give fewer tokens)
     c.bpe_min_frequency = 2  # "bpe": pairs seen fewer times are not merged
+    c.bpe_split_digits = True  # "bpe": one token per digit (numbers are copied digit by digit)
     # KID's mask token, e.g. "<extra_id_0>"; None: the saved one ("bpe" reserves <mask>).
     c.mask_token = ml_collections.config_dict.placeholder(str)
     c.add_missing_tokens = True  # add tokens for characters of gold SQL the vocab lacks
@@ -543,6 +544,7 @@ def prepare_tokenizer(
             save_dir,
             vocab_size=config.bpe_vocab_size,
             min_frequency=config.bpe_min_frequency,
+            split_digits=config.bpe_split_digits,
         )  # <mask> is reserved: the mask token unless data.mask_token names another
         tok = tokenizer_lib.with_mask_token(tok, config.mask_token)
     else:

@@ -237,8 +237,13 @@ def train_bpe(
     *,
     vocab_size: int = 4096,
     min_frequency: int = 2,
+    split_digits: bool = True,
 ) -> Tokenizer:
     """Trains a byte-level BPE (lossless on any text) and saves it as an HF directory.
+
+    With `split_digits` every digit is its own token (as Llama's tokenizer does), so a
+    number in the question is copied digit by digit into the SQL instead of through one
+    rare token per number; text-to-SQL literals are mostly numbers.
 
     Special tokens: <pad> (0), </s> (EOS, 1), <unk> (2), <mask> (3, KID's mask). The
     tokenizer adds none of them when encoding, whatever `add_special_tokens` says; the
@@ -250,7 +255,12 @@ def train_bpe(
     sizes; size models by ``len(tokenizer)``, not by `vocab_size`.
     """
     model = tokenizers.Tokenizer(models.BPE())
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     model.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -6,7 +6,14 @@ Calling conventions (full forward, prefill/decode with ``DecodeCache``) are docu
 
 from kid.models.build import build, init, is_encoder_decoder, param_axes, shardings, with_lora
 from kid.models.cache import DecodeCache
-from kid.models.configs import CONFIGS, DecoderConfig, T5Config, get_config
+from kid.models.configs import (
+    CONFIGS,
+    DecoderConfig,
+    T5Config,
+    check_tokenizer_agrees,
+    for_tokenizer,
+    get_config,
+)
 from kid.models.hf import load_hf, save_hf
 from kid.models.lora import LoRAConfig
 from kid.models.lora import merge as merge_lora
@@ -20,6 +27,8 @@ __all__ = [
     "LoRAConfig",
     "T5Config",
     "build",
+    "check_tokenizer_agrees",
+    "for_tokenizer",
     "get_config",
     "init",
     "is_encoder_decoder",
