@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "numpy==2.4.6",
     "tqdm==4.70.1",
+    "tensorboardX==2.6.5",
+    "matplotlib==3.11.2",
     "psutil==7.2.2",
 ]
 
