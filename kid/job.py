@@ -69,8 +69,8 @@ def kd_section() -> ml_collections.ConfigDict:
     for field in dataclasses.fields(methods.KDConfig):
         if field.name in ("method", "student", "teacher", "trainable", "vocab_size"):
             continue
-        if field.name in ("pad_id", "eos_id", "mask_id"):
-            continue  # from the tokenizer
+        if field.name in ("pad_id", "eos_id", "mask_id", "dropout"):
+            continue  # from the tokenizer; dropout runs when the model's rate is > 0
         c[field.name] = field.default
     return c
 

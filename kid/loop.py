@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
+from jax.experimental import multihost_utils
 
 from kid import checkpoints as checkpoints_lib
 from kid import metrics_log, train
@@ -117,6 +118,8 @@ class _HeldLines:
         self.flush()
 
     def flush(self, *, wait: bool = False) -> None:
+        if jax.process_count() > 1 and not wait:
+            return  # every process must reach save_best together: only at save points
         while self.lines:
             step, metrics = self.lines[0]
             future = self.pending.get(step)
@@ -163,8 +166,12 @@ def fit(
 
     def on_scores(step: int, scores: dict) -> None:
         params = evaluated.pop(step)
-        if scores.get("ex") is not None:
-            checkpoints.save_best(step, params, float(scores["ex"]))
+        ex = scores.get("ex")
+        if jax.process_count() > 1:  # process 0 scored; every process saves the best
+            shared = multihost_utils.broadcast_one_to_all(np.float32(np.nan if ex is None else ex))
+            ex = None if np.isnan(shared) else float(shared)
+        if ex is not None:
+            checkpoints.save_best(step, params, float(ex))
 
     held = _HeldLines(log, on_scores)
     schedule = train.learning_rate_schedule(config)

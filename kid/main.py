@@ -119,6 +119,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
         run(_CONFIG.value, _WORKDIR.value)
     except job.ConfigError as e:

@@ -84,8 +84,7 @@ def _param_count(tree: Any) -> int:
 def _kd_config(run: Run, method: str, spec: job.ModelSpec, teacher) -> methods.KDConfig:
     tok = run.data.tok
     options = run.config.kd.to_dict() if method != "sft" else {}
-    if "dropout" not in options or options["dropout"] is None:
-        options["dropout"] = _dropout_rate(spec.config) > 0
+    options["dropout"] = _dropout_rate(spec.config) > 0  # the config's rate, in training
     return methods.KDConfig(
         method=method,
         student=spec.module,
@@ -283,6 +282,10 @@ def train_model(
     }
     if result.restored_step is not None:
         done["restored_step"] = result.restored_step
+    print(
+        f"{name}: {done['steps']} steps, {done['train_s']:.0f} s, {result.tokens:,.0f} tokens, "
+        f"{step.compiles} compiles ({step.compile_s:.0f} s)"
+    )
     if run.is_main:
         _write_json(os.path.join(directory, job.DONE_FILE), done)
     run.report["models"][name] = done

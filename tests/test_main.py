@@ -74,3 +74,59 @@ def test_teacher_with_another_tokenizer_is_refused(tmp_path):
     config.teacher.train.steps = 0
     with pytest.raises(job.ConfigError, match=r"teacher.checkpoint .*tokenizer differs"):
         main.run(config, str(tmp_path / "w"))
+
+
+@pytest.mark.slow
+def test_runlocal_demo_end_to_end(tmp_path):
+    """Every stage on a tiny benchmark: report keys and units of CONTRACT 5, dev EX while
+    training at the step it belongs to, plot, TensorBoard events, predictions per split."""
+    from kid import metrics_log
+
+    config = demo.get_config("runlocal")
+    config.data.min_group_batches = 1000  # one batch shape: one compile per model
+    config.teacher.train.eval_every = 10
+    config.teacher.train.eval_examples = 20
+    report = main.run(config, str(tmp_path))
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["method"] == "kid"
+    assert set(on_disk["eval"]) == {"teacher", "student", "baseline"}
+    for model, splits in on_disk["eval"].items():
+        assert set(splits) == {"dev", "dev_in_domain"}
+        for split, result in splits.items():
+            assert 0.0 <= result["ex"] <= 1.0 and 0.0 <= result["em"] <= 1.0
+            assert result["n"] == 60
+            lines = (tmp_path / model / "eval" / f"{split}.sql").read_text().splitlines()
+            assert len(lines) == 60
+    for model in ("teacher", "student", "baseline"):
+        info = on_disk["models"][model]
+        assert info["params"] > 0 and info["train_s"] > 0 and info["steps"] > 0
+        assert list((tmp_path / model / "tb").glob("events.out.tfevents.*"))
+    records = metrics_log.read_metrics(tmp_path / "teacher" / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(5, 31, 5))
+    evaluated = [r["step"] for r in records if "ex" in r]
+    assert evaluated == [10, 20, 30] and all("loss" in r for r in records)
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "student EX on dev" in (tmp_path / "report.md").read_text()
+    assert report["models"]["student"]["steps"] == config.student.train.steps
+
+
+class _Tokenizer:
+    pad_id, eos_id, mask_id = 0, 1, 3
+
+    def __len__(self):
+        return 4096
+
+
+@pytest.mark.parametrize("rate,expected", [(0.1, True), (0.0, False)])
+def test_training_runs_dropout_when_the_model_config_has_it(rate, expected):
+    import types
+
+    from kid import models, stages
+
+    spec = job.ModelSpec(models.get_config("t5-synth-student", dropout_rate=rate), "params", "")
+    run = types.SimpleNamespace(
+        data=types.SimpleNamespace(tok=_Tokenizer()), config=demo.get_config("runlocal")
+    )
+    assert stages._kd_config(run, "sft", spec, None).dropout is expected
+    teacher = (job.ModelSpec(models.get_config("t5-synth-teacher"), "params", ""), None)
+    assert stages._kd_config(run, "kid", spec, teacher).dropout is expected

@@ -37,7 +37,27 @@ def _command(workdir, bench) -> list[str]:
         "--config.teacher.train.save_every=8",
         "--config.teacher.train.log_every=1",
         "--config.teacher.train.warmup_steps=2",
+        "--config.teacher.preset=t5-synth-student",
     ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """The five runs compile the same programs: share them through jax's disk cache."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    saved = {k: os.environ.get(k) for k in _CACHE_ENV}
+    os.environ.update(
+        JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"
+    )
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+_CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 
 
 @pytest.fixture(scope="module")
