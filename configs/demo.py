@@ -57,19 +57,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
 
     config.teacher = job.model_section(
-        "t5-synth-teacher", steps=280, learning_rate=1e-3, warmup_steps=30, log_every=10
+        "t5-synth-teacher", steps=250, learning_rate=1e-3, warmup_steps=25, log_every=10
     )
     config.teacher.overrides.dropout_rate = 0.0
     config.student = job.model_section(
-        "t5-synth-student", steps=100, learning_rate=2e-3, warmup_steps=10, log_every=10
+        "t5-synth-student", steps=80, learning_rate=2e-3, warmup_steps=10, log_every=10
     )
     config.student.overrides.dropout_rate = 0.0
     for section in (config.teacher, config.student):
-        section.train.eval_every = 70  # dev EX while training, on the first 100 examples
+        section.train.eval_every = 50  # dev EX while training, on the first 100 examples
         section.train.eval_split = "dev_in_domain.json"
         section.train.eval_examples = 100
-        section.train.save_every = 70
-    config.student.train.eval_every = config.student.train.save_every = 50
+        section.train.save_every = 50
+    config.student.train.eval_every = config.student.train.save_every = 40
 
     config.method = "kid"
     config.kd = job.kd_section()

@@ -84,8 +84,9 @@ def test_runlocal_demo_end_to_end(tmp_path):
 
     config = demo.get_config("runlocal")
     config.data.min_group_batches = 1000  # one batch shape: one compile per model
+    config.teacher.preset = "t5-synth-student"  # the pipeline, not the model, is under test
     config.teacher.train.eval_every = 10
-    config.teacher.train.eval_examples = 20
+    config.teacher.train.eval_examples = 10
     report = main.run(config, str(tmp_path))
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["method"] == "kid"
