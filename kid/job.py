@@ -31,7 +31,7 @@ import ml_collections
 
 from kid import checkpoints as checkpoints_lib
 from kid import methods, models, sharding, train
-from kid.data import pipeline, spider
+from kid.data import jsonio, pipeline, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.models import configs as model_configs
 
@@ -191,10 +191,7 @@ class ModelSpec:
     def save(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
         data = {"model": _config_json(self.config), "trainable": self.trainable, "base": self.base}
-        tmp = os.path.join(directory, MODEL_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, os.path.join(directory, MODEL_FILE))
+        jsonio.write_json_atomic(os.path.join(directory, MODEL_FILE), data)
 
     @classmethod
     def load(cls, directory: str) -> ModelSpec:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kid import metrics_log
+from kid.data import jsonio
 from kid.sql import report as sql_report
 from kid.sql.scoring import LEVELS, Verdict
 
@@ -67,13 +68,6 @@ def _jsonable(obj: Any) -> Any:
     return metrics_log.json_value(obj)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def model_names(report: Mapping) -> list[str]:
     """Models in the report (eval or models), teacher, baseline, student first."""
     names = dict.fromkeys([*report.get("eval", {}), *report.get("models", {})])
@@ -96,11 +90,13 @@ def write_report(workdir: str, report: Mapping) -> None:
     report.md in workdir."""
     os.makedirs(workdir, exist_ok=True)
     report = _jsonable(report)
-    _write_atomic(os.path.join(workdir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
+    jsonio.write_text_atomic(
+        os.path.join(workdir, REPORT_JSON), json.dumps(report, indent=2) + "\n"
+    )
     models = list(dict.fromkeys([*model_names(report), *_logged_models(workdir)]))
     plotted = plot_curves(workdir, models, os.path.join(workdir, REPORT_PNG))
     text = markdown(report, plot=REPORT_PNG if plotted else None)
-    _write_atomic(os.path.join(workdir, REPORT_MD), text)
+    jsonio.write_text_atomic(os.path.join(workdir, REPORT_MD), text)
 
 
 # --- report.md ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from absl import logging
 from kid import checkpoints as checkpoints_lib
 from kid import inference, job, loop, methods, models, train
 from kid import report as report_lib
-from kid.data import grouping, pipeline
+from kid.data import grouping, jsonio, pipeline
 from kid.models import forward as fwd
 
 Report = dict[str, Any]
@@ -64,13 +64,6 @@ def _read_json(path: str) -> dict | None:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _param_count(tree: Any) -> int:
@@ -263,7 +256,9 @@ def train_model(
         )
     finally:
         if run.is_main:
-            _write_json(progress_path, {"train_s": earlier_s + time.perf_counter() - started})
+            jsonio.write_json_atomic(
+                progress_path, {"train_s": earlier_s + time.perf_counter() - started}
+            )
         checkpoints.close()
         if scorer is not None:
             scorer.close()
@@ -287,7 +282,7 @@ def train_model(
         f"{step.compiles} compiles ({step.compile_s:.0f} s)"
     )
     if run.is_main:
-        _write_json(os.path.join(directory, job.DONE_FILE), done)
+        jsonio.write_json_atomic(os.path.join(directory, job.DONE_FILE), done)
     run.report["models"][name] = done
     variables = fwd.join_variables(result.state.params, frozen_student, spec.trainable)
     return spec, variables
@@ -351,7 +346,7 @@ def _evaluate_model(run: Run, name: str, split: str) -> dict:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         with open(os.path.join(os.path.dirname(cache), f"{split}.sql"), "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in sql))
-        _write_json(cache, {"step": step, "summary": summary})
+        jsonio.write_json_atomic(cache, {"step": step, "summary": summary})
     return summary
 
 

@@ -1,4 +1,5 @@
-"""Reading the json lists every Spider-format file holds, with errors that name the place.
+"""Reading the json lists every Spider-format file holds, with errors that name the place;
+and writing a file atomically (a reader never sees half of it).
 
 Every failure names the file (and the line where the reader knows it): a bad dataset
 file must point at itself, not surface as a bare TypeError or RecursionError. Only
@@ -86,3 +87,15 @@ def read_json_list(path: str | os.PathLike[str], what: str) -> list[Any]:
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a list of {what}, got {type(items).__name__}")
     return items
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` and renames it into place."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
