@@ -37,6 +37,7 @@ from kid.models import configs as model_configs
 
 MODEL_FILE = "model.json"
 DONE_FILE = "done.json"
+RUN_CONFIG_FILE = "config.json"  # W/config.json: the run's config (kid.predict reads it)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 MESH_AXES = ("data", "fsdp", "tensor")
 

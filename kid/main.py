@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from kid import job, loop, stages
-from kid.data import synth
+from kid.data import jsonio, synth
 
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEMO_CONFIG), "ml_collections config")
@@ -60,7 +61,6 @@ def run_benchmark(run: stages.Run) -> None:
 
 
 def _sync(name: str) -> None:
-    import jax
     from jax.experimental import multihost_utils
 
     if jax.process_count() > 1:
@@ -104,6 +104,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     job.validate(config, tuple(STAGES))
     os.makedirs(workdir, exist_ok=True)
     _eval_ts_dir(config, workdir)
+    if jax.process_index() == 0:  # what kid.predict / kid.export read back (prompts, decoding)
+        jsonio.write_text_atomic(
+            os.path.join(workdir, job.RUN_CONFIG_FILE), config.to_json_best_effort(indent=2) + "\n"
+        )
     report: Report = {"stages": list(config.stages), "timings": {}, "models": {}}
     mesh = job.make_mesh(config) if "mesh" in config else None
     state = stages.Run(config, workdir, report, mesh, data_dir=_data_dir(config, workdir))

@@ -145,15 +145,21 @@ def load_tokenizer(path: str | os.PathLike[str], *, mask_token: str | None = Non
     return with_mask_token(tok, mask_token)
 
 
+def write_tokenizer_files(tok: Tokenizer, directory: str | os.PathLike[str]) -> None:
+    """The HF tokenizer files and kid_tokenizer.json, into an existing directory (a model
+    export keeps them beside its weights)."""
+    tok.hf.save_pretrained(directory)
+    with open(os.path.join(directory, KID_FILE), "w", encoding="utf-8") as f:
+        json.dump({"base_size": tok.base_size, "mask_token": tok.mask_token}, f, indent=1)
+
+
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike[str]) -> None:
     """Writes an HF tokenizer directory plus kid_tokenizer.json, atomically."""
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tokenizer-", dir=parent)
-    tok.hf.save_pretrained(tmp)
-    with open(os.path.join(tmp, KID_FILE), "w", encoding="utf-8") as f:
-        json.dump({"base_size": tok.base_size, "mask_token": tok.mask_token}, f, indent=1)
+    write_tokenizer_files(tok, tmp)
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=".tokenizer-old-", dir=parent)
         os.replace(path, os.path.join(old, "t"))
