@@ -113,6 +113,19 @@ def test_test_suite_accuracy(spider_dir, tmp_path):
     ]
 
 
+def test_test_suite_includes_the_main_database(spider_dir, tmp_path):
+    """Right on every copy but wrong on the original: TS 0, as the official test suites
+    (which hold the original) say, so TS <= EX."""
+    source = spider_dir / "database/concert_singer/concert_singer.sqlite"
+    suite = tmp_path / "ts" / "concert_singer"
+    suite.mkdir(parents=True)
+    _copy_with_change(source, suite / "c.sqlite", "DELETE FROM singer WHERE age = 29")
+    golds = [("SELECT name FROM singer WHERE age > 29", "concert_singer")]
+    with Scorer(spider_dir / "database", ts_dir=tmp_path / "ts") as s:
+        (verdict,) = s.score(golds, ["SELECT name FROM singer WHERE age >= 29"])
+    assert (verdict.exec, verdict.ts) == (0, 0)
+
+
 def test_bird_metric_compares_sets(spider_dir):
     golds = [("SELECT name FROM singer ORDER BY age", "concert_singer")] * 3
     preds = [

@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from kid.data import prompts, spider, tokenizer
 from kid.data import schema as schema_lib
-from kid.data.synth import build, constructs, database, domains, query, splits, stats
+from kid.data.synth import build, constructs, database, domains, query, splits, stats, testsuite
 from kid.sql import exact_match, hardness, scoring, spider_parse
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -155,6 +155,31 @@ def test_test_suite_copies_share_the_schema_but_not_the_rows(bench, data, schema
                 copy.execute(q).fetchall()  # every dev gold runs on every copy
             copy.close()
         main.close()
+
+
+def test_dev_gold_returns_rows_on_every_test_suite_copy(bench, data):
+    """The copies keep the rows a gold query's literals name, so a gold query that returns
+    rows on the original returns rows on the copies (else any empty prediction passes TS)."""
+    for split in ("dev", "dev_in_domain"):
+        nonempty = 0
+        for r in data[split]:
+            copies = sorted((bench / "database_ts" / r["db_id"]).iterdir())
+            results = []
+            for path in copies:
+                conn = schema_lib.connect_read_only(path)
+                results.append(bool(conn.execute(r["query"]).fetchall()))
+                conn.close()
+            nonempty += all(results)
+        assert nonempty >= 0.97 * len(data[split]), (split, nonempty)
+
+
+def test_literals_name_few_rows_and_strip_like_wildcards():
+    literals = testsuite.string_literals(
+        ["SELECT a FROM t WHERE name = \"Zoe Kowalski\" AND c LIKE '%Klein%'", "SELECT 'it''s'"]
+    )
+    assert literals == {"zoe kowalski", "klein", "it's"}
+    rows = [(1, "Zoe Kowalski", "defender")] + [(i, f"P{i}", "defender") for i in range(2, 60)]
+    assert testsuite.kept_rows(rows, frozenset({"zoe kowalski", "defender"})) == {0}
 
 
 # --- questions and gold SQL ------------------------------------------------------------------

@@ -6,9 +6,10 @@ score decoded SQL while training goes on. Both give the same verdicts.
 
 Verdict fields (CONTRACT 3): exec is the execution verdict on `db_dir/<db_id>/<db_id>
 .sqlite` (None when that file is missing, error "missing_database", or cannot be read,
-"bad_database", or when execution was not asked for); ts is EX on every
-`ts_dir/<db_id>/*.sqlite` (None without test-suite databases, or when one of them cannot
-be read: error "ts_bad_database" unless another error comes first); match is Spider's
+"bad_database", or when execution was not asked for); ts is EX on the main database and
+on every `ts_dir/<db_id>/*.sqlite`, as the official test suites include the original
+database (so ts <= exec; None without test-suite databases, or when one of them cannot be
+read: error "ts_bad_database" unless another error comes first); match is Spider's
 exact set match (None without a schema); error says why exec is not 1 when a query
 failed: the prediction's error kind (`kid.sql.executor.ERRORS`), or "gold_<kind>" when
 the gold query itself failed (that example counts as wrong). A result over the caps is
@@ -377,7 +378,8 @@ class Scorer:
                 exec_ = 0
             if suite:
                 broken = example.error is None and i in run.ts_broken
-                ts = None if broken else int(example.error is None and all(run.ts_outcome[i]))
+                passes = example.error is None and exec_ != 0 and all(run.ts_outcome[i])
+                ts = None if broken else int(passes)  # the main database is in the suite
                 error = error or ("ts_bad_database" if broken else None)
         elif example.db_id in unreadable:
             error = error or "bad_database"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kid.data import schema as schema_lib
-from kid.data.synth import constructs, database, domains, grammar, splits
+from kid.data.synth import constructs, database, domains, grammar, splits, testsuite
 
 MANIFEST = "synth.json"
 HELD_OUT_SHARE = 0.15  # of each dev split, at least, uses a construct pair held out of train
@@ -53,22 +53,36 @@ def _stream(seed: int, *names: object) -> random.Random:
 
 
 def _databases(
-    folder: str, seed: int, domain_list: Sequence[domains.Domain], ts_copies: int
-) -> list[grammar.Context]:
-    """Writes database/ and database_ts/ for the domains; contexts on the main copies."""
-    contexts = []
+    folder: str, seed: int, domain_list: Sequence[domains.Domain]
+) -> tuple[list[grammar.Context], dict[str, database.Rows]]:
+    """Writes database/ for the domains; contexts on the main copies and their rows."""
+    contexts, rows = [], {}
     for d in domain_list:
-        conn = database.connect(d, database.populate(d, _stream(seed, "db", d.db_id)))
+        rows[d.db_id] = database.populate(d, _stream(seed, "db", d.db_id))
+        conn = database.connect(d, rows[d.db_id])
         database.write(conn, schema_lib.db_file(os.path.join(folder, "database"), d.db_id))
+        contexts.append(grammar.Context(d, conn))
+    return contexts, rows
+
+
+def _test_suites(
+    folder: str,
+    seed: int,
+    domain_list: Sequence[domains.Domain],
+    rows: dict[str, database.Rows],
+    queries: dict[str, list[str]],
+    ts_copies: int,
+) -> None:
+    """Writes database_ts/: copies that keep the rows the queries' literals name."""
+    for d in domain_list:
+        literals = testsuite.string_literals(queries.get(d.db_id, ()))
         for k in range(1, ts_copies + 1):
-            rows = database.populate(d, _stream(seed, "ts", d.db_id, k))
-            copy = database.connect(d, rows)
+            varied = testsuite.vary(d, rows[d.db_id], literals, _stream(seed, "ts", d.db_id, k))
+            copy = database.connect(d, varied)
             database.write(
                 copy, os.path.join(folder, "database_ts", d.db_id, f"{d.db_id}_{k}.sqlite")
             )
             copy.close()
-        contexts.append(grammar.Context(d, conn))
-    return contexts
 
 
 def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> None:
@@ -76,9 +90,10 @@ def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> No
     all_domains = train_domains + dev_domains
     entries = [database.tables_entry(d) for d in all_domains]
     names = {e["db_id"]: schema_lib.schema_from_json(e).lowercase_names() for e in entries}
-    contexts = _databases(folder, seed, all_domains, ts_copies)
+    contexts, rows = _databases(folder, seed, all_domains)
     train_ctx, dev_ctx = contexts[: len(train_domains)], contexts[len(train_domains) :]
     seen = splits.Seen()
+    queries: dict[str, list[str]] = {}
     plan = (
         ("train.json", train_ctx, sizes.train, None),
         ("dev_in_domain.json", train_ctx, sizes.dev_in_domain, HELD_OUT_SHARE),
@@ -88,8 +103,11 @@ def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> No
         rng = _stream(seed, "split", filename)
         records = splits.generate(rng, ctxs, names, n, seen, held_out_share)
         _dump_json(records, os.path.join(folder, filename))
+        for r in records:
+            queries.setdefault(r["db_id"], []).append(r["query"])
     for ctx in contexts:
         ctx.conn.close()
+    _test_suites(folder, seed, all_domains, rows, queries, ts_copies)
     _dump_json(entries, os.path.join(folder, "tables.json"))
     manifest = {
         "generator": "kid.data.synth",
