@@ -3,7 +3,7 @@
     python benchmarks/data_pipeline.py [--dir /tmp/synth] [--style codes|t5]
     python benchmarks/data_pipeline.py --dir ../shared/data/spider --train train_spider.json
 
-Without --dir it writes the embedded benchmark (`kid.data.synth`) into a temporary folder.
+Without --dir it writes the embedded benchmark (`kid.synth`) into a temporary folder.
 Trains the byte-level BPE (`data.tokenizer = "bpe"`) on the training prompts and SQL, then
 prompts, tokenises and batches train and dev as a training run would, and prints what was
 truncated, the token lengths, the share of batch slots that are padding and the number of
@@ -23,7 +23,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from kid.data import batching, grouping, pipeline, prompts, spider, synth
+from kid import synth
+from kid.data import batching, grouping, pipeline, prompts, spider
 
 _DIR = flags.DEFINE_string("dir", "", "Spider-format folder (default: a fresh synth benchmark).")
 _TRAIN = flags.DEFINE_string("train", "train.json", "Training split file in --dir.")

@@ -23,8 +23,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from kid import job, main, methods, models, sharding, train  # noqa: E402
-from kid.data import grouping, pipeline, synth  # noqa: E402
+from kid import (  # noqa: E402
+    job,
+    main,
+    methods,
+    models,
+    sharding,
+    synth,  # noqa: E402
+    train,
+)
+from kid.data import grouping, pipeline  # noqa: E402
 from kid.models import forward as fwd  # noqa: E402
 
 

@@ -28,8 +28,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kid import job, loop, stages
-from kid.data import jsonio, synth
+from kid import job, loop, stages, synth
+from kid.data import jsonio
 
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEMO_CONFIG), "ml_collections config")

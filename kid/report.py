@@ -198,9 +198,9 @@ def _models_table(models_info: Mapping, models: Sequence[str]) -> list[str]:
 
 
 def _benchmark_text(benchmark: Mapping) -> str:
-    """The embedded benchmark's stats as `kid.data.synth` prints them, else as JSON."""
+    """The embedded benchmark's stats as `kid.synth` prints them, else as JSON."""
     if {"databases", "splits"} <= benchmark.keys():
-        from kid.data import synth  # deferred: only reports of embedded-benchmark runs
+        from kid import synth  # deferred: only reports of embedded-benchmark runs
 
         return synth.format_stats(dict(benchmark))
     return json.dumps(benchmark, indent=2)

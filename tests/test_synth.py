@@ -23,8 +23,8 @@ from sqlglot import exp
 
 from kid.data import prompts, spider, tokenizer
 from kid.data import schema as schema_lib
-from kid.data.synth import build, constructs, database, domains, query, splits, stats, testsuite
 from kid.sql import exact_match, hardness, scoring, spider_parse
+from kid.synth import build, constructs, database, domains, query, splits, stats, testsuite
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "dev_in_domain")

@@ -1,12 +1,3 @@
-"""The embedded synthetic text-to-SQL benchmark (CONTRACT 2), Spider-format and Spider-hard.
-
-`generate(out, seed)` writes train.json, dev.json (unseen databases), dev_in_domain.json
-(train databases, unseen questions), tables.json, database/ and database_ts/;
-`describe(out)` recomputes its statistics. See `grammar` for what questions it asks and
-`constructs.HELD_OUT` for the construct pairs kept out of train.
-"""
-
-from kid.data.synth.build import Sizes, generate
-from kid.data.synth.stats import describe, format_stats
-
-__all__ = ["Sizes", "describe", "format_stats", "generate"]
+"""`python -m kid.data.synth` (CONTRACT 2): the embedded benchmark's command, kept at its
+contract name. The generator is `kid.synth`, above `kid.data` and `kid.sql` (it prompts
+nothing and parses its gold SQL), so nothing in `kid.data` imports it."""

@@ -14,7 +14,7 @@ import random
 import sqlite3
 from typing import Any
 
-from kid.data.synth.domains import Domain, TableSpec
+from kid.synth.domains import Domain, TableSpec
 
 Rows = dict[str, list[tuple[Any, ...]]]
 _MAX_TRIES = 1000

@@ -14,9 +14,9 @@ from typing import Any
 
 from kid.data import schema as schema_lib
 from kid.data import spider
-from kid.data.synth import constructs
-from kid.data.synth import splits as splits_lib
 from kid.sql import hardness, spider_parse
+from kid.synth import constructs
+from kid.synth import splits as splits_lib
 
 SPLITS = ("train", "dev_in_domain", "dev")
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from kid.data.synth import vocab
+from kid.synth import vocab
 
 Generator = Callable[[random.Random], Any]
 ROLES = ("key", "fk", "name", "cat", "num", "year")

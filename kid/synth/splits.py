@@ -15,9 +15,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from kid.data.synth import constructs, grammar
-from kid.data.synth.query import Select, to_sql
 from kid.sql import hardness, spider_parse
+from kid.synth import constructs, grammar
+from kid.synth.query import Select, to_sql
 
 SPIDER_DEV_MIX = {"easy": 0.24, "medium": 0.43, "hard": 0.17, "extra": 0.16}
 MAX_ATTEMPTS = 2000  # per slot; a slot that fails this often is a grammar bug

@@ -22,10 +22,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from kid.data.synth import phrasing as ph
-from kid.data.synth.domains import ColumnSpec, Domain, TableSpec
-from kid.data.synth.query import SET_OPERATORS, Column, Expr, Predicate, Select, to_sql
-from kid.data.synth.semantics import (
+from kid.synth import phrasing as ph
+from kid.synth.domains import ColumnSpec, Domain, TableSpec
+from kid.synth.query import SET_OPERATORS, Column, Expr, Predicate, Select, to_sql
+from kid.synth.semantics import (
     Cond,
     Entities,
     Filter,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kid.data.synth.domains import Bridge, ColumnSpec, Domain, TableSpec
-from kid.data.synth.query import Column, Expr, Join, Predicate, Select
+from kid.synth.domains import Bridge, ColumnSpec, Domain, TableSpec
+from kid.synth.query import Column, Expr, Join, Predicate, Select
 
 
 @dataclasses.dataclass(frozen=True)

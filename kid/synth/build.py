@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kid.data import schema as schema_lib
-from kid.data.synth import constructs, database, domains, grammar, splits, testsuite
+from kid.synth import constructs, database, domains, grammar, splits, testsuite
 
 MANIFEST = "synth.json"
 HELD_OUT_SHARE = 0.15  # of each dev split, at least, uses a construct pair held out of train
@@ -110,7 +110,7 @@ def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> No
     _test_suites(folder, seed, all_domains, rows, queries, ts_copies)
     _dump_json(entries, os.path.join(folder, "tables.json"))
     manifest = {
-        "generator": "kid.data.synth",
+        "generator": "kid.synth",
         "seed": seed,
         "sizes": dataclasses.asdict(sizes),
         "ts_copies": ts_copies,
@@ -142,7 +142,7 @@ def generate(
     sizes = sizes or Sizes()
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not (os.path.isdir(out) and _replaceable(out)):
-        raise FileExistsError(f"{out}: exists and is not a benchmark written by kid.data.synth")
+        raise FileExistsError(f"{out}: exists and is not a benchmark written by kid.synth")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)

@@ -16,8 +16,8 @@ import random
 import re
 from collections.abc import Iterable
 
-from kid.data.synth.database import Rows
-from kid.data.synth.domains import Domain, TableSpec
+from kid.synth.database import Rows
+from kid.synth.domains import Domain, TableSpec
 
 SHARE = 0.5  # chance that a value of an unnamed row is redrawn
 IDENTIFYING = 0.05  # a literal matching at most this share of a table's rows names them

@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from kid.data.synth.domains import ColumnSpec, TableSpec
-from kid.data.synth.query import literal
-from kid.data.synth.semantics import Cond, Entities, Filter, ParentWhere, Related, Where
+from kid.synth.domains import ColumnSpec, TableSpec
+from kid.synth.query import literal
+from kid.synth.semantics import Cond, Entities, Filter, ParentWhere, Related, Where
 
 _USUAL = 0.6  # chance of the usual word for a table or column over a synonym
 _CUSTOM = 0.5  # chance of a column's own phrase ("older than") over a generic one
