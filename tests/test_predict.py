@@ -31,7 +31,7 @@ def _train(config, workdir: pathlib.Path, steps: int) -> pathlib.Path:
     return workdir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one xdist worker runs the group: trained once
 def t5_workdir(tmp_path_factory):
     config = demo.get_config("runlocal")
     config.teacher.preset = "t5-synth-student"
@@ -39,7 +39,7 @@ def t5_workdir(tmp_path_factory):
     return _train(config, tmp_path_factory.mktemp("t5"), steps=120)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def decoder_workdir(tmp_path_factory):
     config = demo_decoder.get_config("runlocal")
     config.teacher.preset = "llama-synth-student"
