@@ -351,6 +351,8 @@ def test_describe_recomputes_the_numbers(bench, data):
     report = stats.describe(bench)
     assert report["databases"]["databases"] == 14
     assert report["databases"]["ts_copies"] == (3, 3)
+    assert report["splits"]["train"]["ts_rows_rate"] is None  # train is never scored by TS
+    assert all(report["splits"][s]["ts_rows_rate"] >= 0.97 for s in ("dev", "dev_in_domain"))
     for split in SPLITS:
         s = report["splits"][split]
         assert s["examples"] == len(data[split])

@@ -46,6 +46,31 @@ def _database_stats(folder: str, schemas: dict[str, schema_lib.Schema]) -> dict[
     }
 
 
+def _suite_rows_rate(folder: str, examples) -> float | None:
+    """Share of gold queries that return rows on every test-suite copy of their database
+    (None without copies): an empty gold there lets any empty prediction pass TS."""
+    copies: dict[str, list[sqlite3.Connection]] = {}
+    counted = returned = 0
+    for e in examples:
+        if e.db_id not in copies:
+            ts_dir = os.path.join(folder, "database_ts", e.db_id)
+            paths = sorted(os.listdir(ts_dir)) if os.path.isdir(ts_dir) else []
+            copies[e.db_id] = [schema_lib.connect_read_only(os.path.join(ts_dir, p)) for p in paths]
+        if not copies[e.db_id]:
+            continue
+        counted += 1
+        try:
+            returned += all(
+                splits_lib.non_empty(c.execute(e.query).fetchall()) for c in copies[e.db_id]
+            )
+        except sqlite3.Error:
+            pass
+    for conns in copies.values():
+        for c in conns:
+            c.close()
+    return returned / counted if counted else None
+
+
 def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema]) -> dict[str, Any]:
     examples, _ = spider.read_examples(os.path.join(folder, f"{split}.json"), strict=True)
     levels, tags, held = collections.Counter(), collections.Counter(), collections.Counter()
@@ -82,6 +107,8 @@ def _split_stats(folder: str, split: str, schemas: dict[str, schema_lib.Schema])
         "missing_database": missing,
         "duplicate_questions": n - len({(e.db_id, e.question) for e in examples}),
         "question_words": sum(len(e.question.split()) for e in examples) / n,
+        # Scored splits only: train is never scored by test suite.
+        "ts_rows_rate": None if split == "train" else _suite_rows_rate(folder, examples),
     }
 
 
@@ -110,7 +137,7 @@ def format_stats(stats: dict[str, Any], generation_s: float | None = None) -> st
         f"{db['ts_copies'][0]}-{db['ts_copies'][1]} test-suite copies each",
         "",
         f"{'split':<14}{'n':>6}{'dbs':>5}" + "".join(f"{lv:>8}" for lv in hardness.LEVELS)
-        + f"{'empty':>8}{'errors':>8}{'no db':>7}{'dup q':>7}{'words':>7}",
+        + f"{'empty':>8}{'errors':>8}{'no db':>7}{'dup q':>7}{'words':>7}{'ts rows':>9}",
     ]  # fmt: skip
     splits = stats["splits"]
     for name, s in splits.items():
@@ -119,6 +146,11 @@ def format_stats(stats: dict[str, Any], generation_s: float | None = None) -> st
             + "".join(f"{_percent(s['hardness'][lv]):>8}" for lv in hardness.LEVELS)
             + f"{_percent(s['empty_rate']):>8}{s['exec_errors']:>8}{s['missing_database']:>7}"
             + f"{s['duplicate_questions']:>7}{s['question_words']:>7.1f}"
+            + (
+                f"{_percent(s['ts_rows_rate']):>9}"
+                if s["ts_rows_rate"] is not None
+                else f"{'-':>9}"
+            )
         )
     tags = sorted({t for s in splits.values() for t in s["constructs"]})
     lines += ["", "constructs (share of queries using each):"]
