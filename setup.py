@@ -32,6 +32,7 @@ TEST_REQUIRES = [
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
     "hypothesis==6.170.15",
+    "filelock==4.3.2",  # fixtures that xdist workers build once (tests/test_predict.py)
     "torch==2.13.0",
 ]
 

@@ -6,6 +6,7 @@ import json
 import pathlib
 import shutil
 
+import filelock
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from kid import export, main, predict, predictor
 from kid.data import pipeline, spider
 from kid.sql import scoring
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("predict")]
+pytestmark = pytest.mark.slow
 
 
 def _train(config, workdir: pathlib.Path, steps: int) -> pathlib.Path:
@@ -31,12 +32,23 @@ def _train(config, workdir: pathlib.Path, steps: int) -> pathlib.Path:
     return workdir
 
 
-@pytest.fixture(scope="session")  # one xdist worker runs the group: trained once
+def _once(tmp_path_factory, name: str, config, steps: int) -> pathlib.Path:
+    """A workdir trained once per test session, by whichever xdist worker asks first (the
+    others wait on the lock, then reuse it)."""
+    path = tmp_path_factory.getbasetemp().parent / name
+    with filelock.FileLock(f"{path}.lock"):
+        if not (path / "report.json").exists():
+            shutil.rmtree(path, ignore_errors=True)  # a build that failed halfway
+            _train(config, path, steps)
+    return path
+
+
+@pytest.fixture(scope="session")
 def t5_workdir(tmp_path_factory):
     config = demo.get_config("runlocal")
     config.teacher.preset = "t5-synth-student"
     config.eval.method, config.eval.num_beams = "beam", 2  # the report's decoding is kept
-    return _train(config, tmp_path_factory.mktemp("t5"), steps=120)
+    return _once(tmp_path_factory, "predict_t5", config, steps=120)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +57,7 @@ def decoder_workdir(tmp_path_factory):
     config.teacher.preset = "llama-synth-student"
     config.data.batch_size = 8
     config.data.prompt_buckets, config.data.target_buckets = (320,), (64,)
-    return _train(config, tmp_path_factory.mktemp("decoder"), steps=60)
+    return _once(tmp_path_factory, "predict_decoder", config, steps=60)
 
 
 def _predict(*argv) -> int:
