@@ -118,8 +118,8 @@ def _candidates(model: predictor.Model, dataset: spider.Dataset, args) -> list[l
 
 def _choose(candidates, db_paths, args) -> list[str]:
     rule = selection_rule(args)
-    if rule == "first" or all(len(c) == 1 for c in candidates):
-        return [c[0] for c in candidates]
+    if not selection.executes(candidates, rule):
+        return selection.select(None, db_paths, candidates, rule)
     with executor_lib.Executor(args.workers, timeout=args.timeout) as executor:
         return selection.select(executor, db_paths, candidates, rule)
 

@@ -63,6 +63,11 @@ def execution_keys(
     return keys
 
 
+def executes(candidates: Sequence[Sequence[str]], rule: str) -> bool:
+    """Whether choosing by ``rule`` runs the candidates (not for "first" or one each)."""
+    return rule != "first" and any(len(c) > 1 for c in candidates)
+
+
 def select(
     executor: executor_lib.Executor | None,
     db_paths: Sequence[str | None],
@@ -73,7 +78,7 @@ def select(
     (``executor`` may be None for "first")."""
     if rule not in RULES:
         raise ValueError(f"selection rule {rule!r} is not one of {RULES}")
-    if rule == "first" or all(len(c) == 1 for c in candidates):
+    if not executes(candidates, rule):
         return [c[0] for c in candidates]
     if executor is None:
         raise ValueError(f"selection rule {rule!r} executes the candidates: it needs an executor")
