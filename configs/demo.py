@@ -32,6 +32,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.benchmark.dev = 600
     config.benchmark.dev_in_domain = 600
     config.benchmark.ts_copies = 3  # test-suite copies of each database (TS accuracy)
+    # Train and dev databases: renamed variants of 10 train and 4 unseen dev domains.
+    config.benchmark.databases = (100, 20)
 
     config.data = pipeline.default_config()
     config.data.dir = ""  # empty: the benchmark
@@ -85,6 +87,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg == "runlocal":
         config.benchmark.train, config.benchmark.dev, config.benchmark.dev_in_domain = 600, 60, 60
         config.benchmark.ts_copies = 1
+        config.benchmark.databases = (20, 4)
         config.data.batch_size = 16
         config.data.min_group_batches = 1
         for section, steps in ((config.teacher, 30), (config.student, 10)):

@@ -53,6 +53,7 @@ def run_benchmark(run: stages.Run) -> None:
             seed=c.seed,
             sizes=synth.Sizes(c.train, c.dev, c.dev_in_domain),
             ts_copies=c.ts_copies,
+            databases=tuple(c.databases),
         )
     _sync("benchmark")
     run.report["benchmark"] = synth.describe(folder)

@@ -22,6 +22,7 @@ def _train(config, workdir: pathlib.Path, steps: int) -> pathlib.Path:
     """A small model trained as the teacher stage (SFT), evaluated on dev."""
     config.stages = ("benchmark", "teacher", "eval")
     config.benchmark.train, config.benchmark.dev, config.benchmark.dev_in_domain = 400, 24, 8
+    config.benchmark.databases = (10, 4)
     config.eval.splits = ("dev.json",)
     config.data.min_group_batches = 1000  # one batch shape: one compile
     config.data.eval_batch_size = 8

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import sqlite3
 import stat
 from collections.abc import Iterable, Mapping
@@ -208,7 +209,7 @@ def _natural_names(
         "'column_names' / 'table_names' do not line up with the originals: "
         "natural names derived from the originals"
     )
-    return [_natural(t) for t in tables], [_natural(c) for _, c in columns], [note]
+    return [natural_name(t) for t in tables], [natural_name(c) for _, c in columns], [note]
 
 
 def _build(entry: Any) -> tuple[Schema, list[str]]:
@@ -324,8 +325,11 @@ def load_tables(path: str | os.PathLike[str]) -> dict[str, Schema]:
     return tables.schemas
 
 
-def _natural(name: str) -> str:
-    return name.replace("_", " ").lower()
+def natural_name(identifier: str) -> str:
+    """The readable name of an identifier, as tables.json spells it when no person wrote
+    one: "album_title", "AlbumTitle", "TAlbum" -> "album title", "album title", "t album"."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|_+", " ", identifier)
+    return " ".join(spaced.lower().split())
 
 
 def _spider_type(declared: str) -> str:
@@ -432,13 +436,13 @@ def schema_from_sqlite(db_path: str | os.PathLike[str], db_id: str | None = None
         tables, columns, primary = [], [Column(-1, "*", "*", "text")], []
         fk_names = []
         for t, table in enumerate(table_names):
-            tables.append(Table(_natural(table), table))
+            tables.append(Table(natural_name(table), table))
             for _, name, declared, _, _, pk in conn.execute(
                 f"PRAGMA table_info({quote_identifier(table)})"
             ):
                 if pk:
                     primary.append(len(columns))
-                columns.append(Column(t, _natural(name), name, _spider_type(declared or "")))
+                columns.append(Column(t, natural_name(name), name, _spider_type(declared or "")))
             for row in conn.execute(f"PRAGMA foreign_key_list({quote_identifier(table)})"):
                 fk_names.append((table, row[3], row[2], row[4]))
     except sqlite3.DatabaseError as e:

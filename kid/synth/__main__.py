@@ -1,4 +1,4 @@
-"""`python -m kid.synth --out DIR [--seed N] [--size T,D,I] [--ts-copies K] [--stats]`."""
+"""`python -m kid.synth --out DIR [--seed N] [--size T,D,I] [--databases T,D] [--ts-copies K] [--stats]`."""
 
 from __future__ import annotations
 
@@ -24,13 +24,25 @@ def main(argv: list[str] | None = None) -> int:
         default=build.Sizes(),
         help="examples in TRAIN,DEV,DEV_IN_DOMAIN (default 6000,600,600)",
     )
+    parser.add_argument(
+        "--databases",
+        type=build.parse_databases,
+        default=build.DATABASES,
+        help="databases in TRAIN,DEV, renamed variants of the domains (default 100,20)",
+    )
     parser.add_argument("--ts-copies", type=int, default=3, help="test-suite copies per database")
     parser.add_argument("--stats", action="store_true", help="print the benchmark's statistics")
     args = parser.parse_args(argv)
     if args.ts_copies < 0:
         parser.error("--ts-copies must be >= 0")
     start = time.perf_counter()
-    build.generate(args.out, seed=args.seed, sizes=args.size, ts_copies=args.ts_copies)
+    build.generate(
+        args.out,
+        seed=args.seed,
+        sizes=args.size,
+        ts_copies=args.ts_copies,
+        databases=args.databases,
+    )
     elapsed = time.perf_counter() - start
     print(f"wrote {args.out} in {elapsed:.1f} s")
     if args.stats:

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from kid.data import schema as schema_lib
-from kid.synth import constructs, database, domains, grammar, splits, testsuite
+from kid.synth import constructs, database, domains, grammar, splits, testsuite, variants
 
 MANIFEST = "synth.json"
 HELD_OUT_SHARE = 0.15  # of each dev split, at least, uses a construct pair held out of train
+DATABASES = (100, 20)  # train, dev: renamed variants of the train and dev domains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,25 @@ class Sizes:
     @classmethod
     def parse(cls, text: str) -> Sizes:
         """ "TRAIN,DEV,DEV_IN_DOMAIN", e.g. "6000,600,600"."""
-        parts = text.split(",")
-        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(
-                f"--size wants three positive integers TRAIN,DEV,DEV_IN_DOMAIN, got {text!r}"
-            )
-        return cls(*(int(p) for p in parts))
+        return cls(*positive_ints(text, 3, "--size", "TRAIN,DEV,DEV_IN_DOMAIN"))
+
+
+def positive_ints(text: str, n: int, flag: str, form: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if len(parts) != n or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{flag} wants {n} positive integers {form}, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def parse_databases(text: str) -> tuple[int, int]:
+    """ "TRAIN,DEV" database counts, e.g. "100,20"; at least one per domain."""
+    counts = positive_ints(text, 2, "--databases", "TRAIN,DEV")
+    for count, pool, split in zip(
+        counts, (domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), ("train", "dev"), strict=False
+    ):
+        if count < len(pool):
+            raise ValueError(f"--databases: {count} {split} databases for {len(pool)} domains")
+    return counts
 
 
 def _dump_json(value: Any, path: str) -> None:
@@ -85,8 +99,13 @@ def _test_suites(
             copy.close()
 
 
-def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> None:
-    train_domains, dev_domains = domains.TRAIN_DOMAINS, domains.DEV_DOMAINS
+def _write_benchmark(
+    folder: str, seed: int, sizes: Sizes, ts_copies: int, counts: tuple[int, int]
+) -> None:
+    train_domains, dev_domains = (
+        variants.databases(pool, n, lambda db_id: _stream(seed, "variant", db_id))
+        for pool, n in zip((domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), counts, strict=False)
+    )
     all_domains = train_domains + dev_domains
     entries = [database.tables_entry(d) for d in all_domains]
     names = {e["db_id"]: schema_lib.schema_from_json(e).lowercase_names() for e in entries}
@@ -114,6 +133,8 @@ def _write_benchmark(folder: str, seed: int, sizes: Sizes, ts_copies: int) -> No
         "seed": seed,
         "sizes": dataclasses.asdict(sizes),
         "ts_copies": ts_copies,
+        "train_domains": [d.db_id for d in domains.TRAIN_DOMAINS],
+        "dev_domains": [d.db_id for d in domains.DEV_DOMAINS],
         "train_databases": [d.db_id for d in train_domains],
         "dev_databases": [d.db_id for d in dev_domains],
         "held_out_of_train": [list(pair) for pair in constructs.HELD_OUT],
@@ -129,7 +150,11 @@ def _replaceable(path: str) -> bool:
 
 
 def generate(
-    out: str | os.PathLike[str], seed: int = 0, sizes: Sizes | None = None, ts_copies: int = 3
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    sizes: Sizes | None = None,
+    ts_copies: int = 3,
+    databases: tuple[int, int] = DATABASES,
 ) -> None:
     """Writes the benchmark to `out` (replacing an earlier benchmark there).
 
@@ -138,6 +163,8 @@ def generate(
       seed: fixes every file, byte for byte.
       sizes: examples per split (default 6000 train, 600 dev, 600 dev_in_domain).
       ts_copies: test-suite copies of each database, in database_ts/<db_id>/.
+      databases: how many train and dev databases, renamed variants of the train and dev
+        domains (`variants`), at least one per domain.
     """
     sizes = sizes or Sizes()
     out = os.path.abspath(os.fspath(out))
@@ -147,7 +174,7 @@ def generate(
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
-        _write_benchmark(staging, seed, sizes, ts_copies)
+        _write_benchmark(staging, seed, sizes, ts_copies, databases)
         os.chmod(staging, 0o755)
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)

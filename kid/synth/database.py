@@ -14,6 +14,7 @@ import random
 import sqlite3
 from typing import Any
 
+from kid.data import schema as schema_lib
 from kid.synth.domains import Domain, TableSpec
 
 Rows = dict[str, list[tuple[Any, ...]]]
@@ -46,7 +47,7 @@ def _key_pairs(rng: random.Random, a: list[int], b: list[int], n: int) -> list[t
 def _table_rows(rng: random.Random, table: TableSpec, counts: dict[str, int]) -> list[tuple]:
     n = rng.randint(*table.rows)
     fks = {c.name: _referenced_ids(rng, counts[c.references]) for c in table.foreign_keys}
-    if table.primary_key != ("id",):  # a bridge: distinct pairs of its two keys
+    if table.is_bridge:  # distinct pairs of its two keys
         first, second = table.primary_key
         pairs = _key_pairs(rng, fks[first], fks[second], n)
         n = len(pairs)
@@ -69,7 +70,7 @@ def _table_rows(rng: random.Random, table: TableSpec, counts: dict[str, int]) ->
 def populate(domain: Domain, rng: random.Random) -> Rows:
     """{table: rows}, tables in schema order (parents before children)."""
     rows: Rows = {}
-    for table in domain.tables:
+    for table in domain.all_tables:
         rows[table.name] = _table_rows(rng, table, {t: len(r) for t, r in rows.items()})
     return rows
 
@@ -82,14 +83,14 @@ def create_statement(table: TableSpec) -> str:
     if len(table.primary_key) > 1:
         parts.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
     for c in table.foreign_keys:
-        parts.append(f"FOREIGN KEY ({c.name}) REFERENCES {c.references} (id)")
+        parts.append(f"FOREIGN KEY ({c.name}) REFERENCES {c.references} ({c.referenced_key})")
     return f"CREATE TABLE {table.name} ({', '.join(parts)})"
 
 
 def connect(domain: Domain, rows: Rows) -> sqlite3.Connection:
     """An in-memory database holding `rows`; generation queries it, never a file."""
     conn = sqlite3.connect(":memory:")
-    for table in domain.tables:
+    for table in domain.all_tables:
         conn.execute(create_statement(table))
         marks = ", ".join("?" * len(table.columns))
         conn.executemany(f"INSERT INTO {table.name} VALUES ({marks})", rows[table.name])
@@ -111,17 +112,17 @@ def tables_entry(domain: Domain) -> dict[str, Any]:
     names, originals, types = [[-1, "*"]], [[-1, "*"]], ["text"]
     index: dict[tuple[str, str], int] = {}
     primary, foreign = [], []
-    for t, table in enumerate(domain.tables):
+    for t, table in enumerate(domain.all_tables):
         for c in table.columns:
             index[table.name, c.name] = len(names)
-            names.append([t, c.name.replace("_", " ")])
+            names.append([t, schema_lib.natural_name(c.name)])
             originals.append([t, c.name])
             types.append("text" if c.type == "text" else "number")
             if c.name in table.primary_key:
                 primary.append(index[table.name, c.name])
-    for table in domain.tables:
+    for table in domain.all_tables:
         for c in table.foreign_keys:
-            foreign.append([index[table.name, c.name], index[c.references, "id"]])
+            foreign.append([index[table.name, c.name], index[c.references, c.referenced_key]])
     return {
         "column_names": names,
         "column_names_original": originals,
@@ -129,6 +130,6 @@ def tables_entry(domain: Domain) -> dict[str, Any]:
         "db_id": domain.db_id,
         "foreign_keys": foreign,
         "primary_keys": primary,
-        "table_names": [t.name.replace("_", " ") for t in domain.tables],
-        "table_names_original": [t.name for t in domain.tables],
+        "table_names": [schema_lib.natural_name(t.name) for t in domain.all_tables],
+        "table_names_original": [t.name for t in domain.all_tables],
     }

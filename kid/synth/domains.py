@@ -18,7 +18,7 @@ from typing import Any
 from kid.synth import vocab
 
 Generator = Callable[[random.Random], Any]
-ROLES = ("key", "fk", "name", "cat", "num", "year")
+ROLES = ("key", "fk", "name", "cat", "num", "year", "extra")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ColumnSpec:
     key: primary key (joins only); fk: foreign key (joins only); name: identifying text
     (select, =, LIKE); cat: categorical text (select, =, GROUP BY, set operations);
     num: quantity (select, <, >, BETWEEN, aggregates, ORDER BY); year: like num, but
-    only MIN / MAX aggregate.
+    only MIN / MAX aggregate; extra: a distractor no question asks about.
     """
 
     name: str
@@ -38,7 +38,8 @@ class ColumnSpec:
     plural: str = ""  # plural of words[0], for name / cat columns ("cities")
     generate: Generator | None = None
     unique: bool = False
-    references: str = ""  # fk: the referenced table (its `id`)
+    references: str = ""  # fk: the referenced table
+    referenced_key: str = "id"  # fk: the referenced table's key column
     sum_ok: bool = False  # an additive quantity, for which SUM makes sense
     equal: tuple[str, ...] = ()  # extra phrases for "= {v}" ("from {v}")
     more: tuple[str, ...] = ()  # extra phrases for "> {v}" ("older than {v}")
@@ -87,6 +88,11 @@ class TableSpec:
     def foreign_keys(self) -> list[ColumnSpec]:
         return self.with_role("fk")
 
+    @property
+    def is_bridge(self) -> bool:
+        """A many-to-many table, keyed by its pair of foreign keys."""
+        return len(self.primary_key) > 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Bridge:
@@ -103,9 +109,17 @@ class Bridge:
 
 @dataclasses.dataclass(frozen=True)
 class Domain:
+    """A database: the tables questions ask about, and distractor tables they never do."""
+
     db_id: str
     tables: tuple[TableSpec, ...]
     bridges: tuple[Bridge, ...] = ()
+    distractors: tuple[TableSpec, ...] = ()
+
+    @property
+    def all_tables(self) -> tuple[TableSpec, ...]:
+        """Every table of the database file and its schema, parents before children."""
+        return self.tables + self.distractors
 
     def table(self, name: str) -> TableSpec:
         for t in self.tables:

@@ -448,7 +448,7 @@ def _group_keys(rng: random.Random, ctx: Context, table: TableSpec) -> list[_Gro
         if parent.display is not None:
             item = _column(parent, parent.display)
             word, plural = parent.nouns[0]
-            keys.append(_GroupKey(item, Column(parent.name, "id"), fk, word, plural))
+            keys.append(_GroupKey(item, Column(parent.name, fk.referenced_key), fk, word, plural))
     return keys
 
 

@@ -54,7 +54,9 @@ class Relation:
         if self.hop is None or cond is None:
             return Select(item, self.via.name, where=where)
         join = Join(
-            self.target.name, Column(self.via.name, self.hop.name), Column(self.target.name, "id")
+            self.target.name,
+            Column(self.via.name, self.hop.name),
+            Column(self.target.name, self.hop.referenced_key),
         )
         return Select(item, self.via.name, (join,), where)
 
@@ -123,7 +125,8 @@ def filter_predicate(f: Filter, table: TableSpec) -> Predicate:
         return f.cond.predicate()
     if isinstance(f, Related):
         op = "NOT IN" if f.negated else "IN"
-        return Predicate(Expr(column=Column(table.name, "id")), op, (f.relation.subquery(f.cond),))
+        key = Column(table.name, f.relation.key.referenced_key)
+        return Predicate(Expr(column=key), op, (f.relation.subquery(f.cond),))
     average = Select((Expr("avg", Column(f.table.name, f.column.name)),), f.table.name)
     return Predicate(Expr(column=Column(table.name, f.column.name)), f.op, (average,))
 
@@ -143,7 +146,11 @@ class Entities:
         """SELECT items FROM the table, joined to the parents that items or filters use."""
         keys = list(dict.fromkeys((*parents, *self.parent_keys())))
         joins = tuple(
-            Join(fk.references, Column(self.table.name, fk.name), Column(fk.references, "id"))
+            Join(
+                fk.references,
+                Column(self.table.name, fk.name),
+                Column(fk.references, fk.referenced_key),
+            )
             for fk in keys
         )
         where = tuple(filter_predicate(f, self.table) for f in self.filters)

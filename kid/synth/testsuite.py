@@ -56,7 +56,7 @@ def kept_rows(rows: list[tuple], literals: frozenset[str]) -> set[int]:
 def _vary_table(
     rng: random.Random, table: TableSpec, rows: list[tuple], literals: frozenset[str], share: float
 ) -> list[tuple]:
-    bridge = table.primary_key != ("id",)
+    bridge = table.is_bridge
     redrawn = [
         i
         for i, c in enumerate(table.columns)
@@ -86,4 +86,4 @@ def vary(
     share: float = SHARE,
 ) -> Rows:
     """The rows of one test-suite copy of a database whose main rows are ``rows``."""
-    return {t.name: _vary_table(rng, t, rows[t.name], literals, share) for t in domain.tables}
+    return {t.name: _vary_table(rng, t, rows[t.name], literals, share) for t in domain.all_tables}
