@@ -315,9 +315,11 @@ def _teacher(run: Run) -> tuple:
 
 
 def student(run: Run) -> None:
+    """The student by the run's method; an SFT student never loads or trains a teacher."""
     run.report["method"] = run.config.method
+    teacher_model = None if run.config.method == "sft" else _teacher(run)
     run.models["student"] = train_model(
-        run, "student", run.config.student, run.config.method, _teacher(run)
+        run, "student", run.config.student, run.config.method, teacher_model
     )
 
 

@@ -91,9 +91,35 @@ def test_config_builds_and_is_consistent(name, arg):
     assert config.kd.max_new_tokens >= max(config.data.target_buckets)
 
 
-@pytest.mark.parametrize("name,arg", [c for c in CASES if c[0] not in PAPER])
+def _needs_trained_teacher(name: str, arg: str) -> bool:
+    return name == "experiments" and arg != "teacher"
+
+
+@pytest.mark.parametrize(
+    "name,arg", [c for c in CASES if c[0] not in PAPER and not _needs_trained_teacher(*c)]
+)
 def test_demo_configs_pass_validation(name, arg):
     job.validate(_local(_build(name, arg)), tuple(main.STAGES))
+
+
+@pytest.mark.parametrize("arg", ["kid,seed=1", "sft,seed=2", "rkd"])
+def test_experiment_students_load_the_one_teacher(arg, tmp_path, monkeypatch):
+    """Students train alone, at one size and budget, against the teacher run's workdir."""
+    monkeypatch.chdir(tmp_path)  # no teacher trained there
+    config = _local(_build("experiments", arg))
+    teacher = _build("experiments", "teacher")
+    assert config.stages == ("benchmark", "student", "eval", "report")
+    assert config.method == arg.split(",")[0] and config.seed == int(arg.partition("=")[2] or 0)
+    assert config.teacher.train.steps == 0 and config.benchmark.dir == teacher.benchmark.dir
+    assert config.data.tokenizer == f"{_module('experiments').ROOT}/teacher/tokenizer"
+    assert config.teacher.checkpoint.startswith(experiments_root := _module("experiments").ROOT)
+    assert config.student.train.to_dict() == teacher.student.train.to_dict()
+    with pytest.raises(job.ConfigError, match=re.escape(f"'{experiments_root}/teacher/teacher'")):
+        job.validate(config, tuple(main.STAGES))
+    config.teacher.checkpoint = str(tmp_path)
+    job.validate(config, tuple(main.STAGES))
+    with pytest.raises(ValueError, match="unknown argument 'steps=3'"):
+        _build("experiments", "kid,steps=3")
 
 
 @pytest.mark.parametrize("name,arg", [c for c in CASES if c[0] in PAPER])

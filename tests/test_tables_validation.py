@@ -363,7 +363,9 @@ def test_spider_dk_style_tables_json_reads(spider_dir, tmp_path):
         assert old.lowercase_names() == new.lowercase_names()
         assert (old.primary_keys, old.foreign_keys) == (new.primary_keys, new.foreign_keys)
         assert [c.type for c in old.columns] == [c.type for c in new.columns]
-    assert tables.schemas["formula_1"].columns[1].name == "circuit id"  # derived, as Spider spells it
+    assert (
+        tables.schemas["formula_1"].columns[1].name == "circuit id"
+    )  # derived, as Spider spells it
     assert {k: v for k, v in tables.schemas.items() if k not in ("formula_1", "scholar")} == {
         k: v for k, v in current.items() if k not in ("formula_1", "scholar")
     }
