@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from kid import synth
-from kid.data import batching, grouping, pipeline, prompts, spider
+from kid.data import batching, encoding, grouping, pipeline, prompts, spider
 
 _DIR = flags.DEFINE_string("dir", "", "Spider-format folder (default: a fresh synth benchmark).")
 _TRAIN = flags.DEFINE_string("train", "train.json", "Training split file in --dir.")
@@ -67,7 +67,7 @@ def _padding(shapes: list[tuple[int, int]], lengths: list[tuple[np.ndarray, np.n
     return 1 - real / slots
 
 
-def previous_pipeline(split: pipeline.EncodedSplit, options: pipeline.BatchOptions, seed: int):
+def previous_pipeline(split: encoding.EncodedSplit, options: pipeline.BatchOptions, seed: int):
     """One epoch as the pipeline batched before: groups by prompt bucket only (a small group
     joins the next longer one), each batch padded to its own longest prompt and target."""
     prompt_lens = np.array([len(p) for p in split.prompts])
@@ -172,7 +172,7 @@ def run(folder: str, tmp: str) -> None:
             f"\n{name}: prompted + tokenised {len(split)} examples in {seconds:.1f} s "
             f"({len(split) / seconds:.0f} examples/s)"
         )
-        print(f"  {pipeline.format_report(split.report)}")
+        print(f"  {encoding.format_report(split.report)}")
         print(f"  prompt tokens: {_percentiles([len(p) for p in split.prompts])}")
         print(f"  target tokens: {_percentiles([len(t) for t in split.targets])}")
         print(f"  batch shapes (split_shapes): {len(shapes)} {shapes}")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             for split, s in ends.items():
                 print(
                     f"  {split:<18} n={s['n']:<5} step {s['step']:>6}  EX {_pct(s['ex'])}"
-                    f"  TS {_pct(s['ts'])}  EM {_pct(s['em'])}"
+                    f"  TS {_pct(s['ts'])}  EM {_pct(s['em'])}  errors {s.get('errors', {})}"
                 )
                 if s["ex"] is not None:
                     by_model[model, split].append(s["ex"])

@@ -13,7 +13,7 @@ for demo.py; any field can be overridden the same way.
 
 Everything not set here is demo.py's (benchmark, tokenizer, schedules, KD options).
 Prompt buckets: CodeS prompts of the embedded benchmark (data.num_sample_values = 0, the
-2048-token BPE), in tokens, measured with kid.data.pipeline.encode_split:
+2048-token BPE), in tokens, measured with kid.data.encoding.encode_split:
 
   benchmark            split          p50   p90   p99  p99.5   max
   runlocal (600/60/60)  train         194   233   265    269   285

@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from kid import decoding, sharding, train
-from kid.data import batching, pipeline, spider
+from kid.data import batching, encoding, spider
 from kid.data import schema as schema_lib
 from kid.data import tokenizer as tokenizer_lib
 from kid.sql import scoring
@@ -136,7 +136,7 @@ class SplitDecoder:
         self,
         variables: Any,
         batches: Iterable[Mapping[str, np.ndarray]],
-        split: pipeline.EncodedSplit,
+        split: encoding.EncodedSplit,
         tok: tokenizer_lib.Tokenizer,
         *,
         limit: int | None = None,
@@ -150,7 +150,7 @@ class SplitDecoder:
         self,
         variables: Any,
         batches: Iterable[Mapping[str, np.ndarray]],
-        split: pipeline.EncodedSplit,
+        split: encoding.EncodedSplit,
         tok: tokenizer_lib.Tokenizer,
         *,
         limit: int | None = None,
@@ -197,7 +197,7 @@ def prediction_text(tok: tokenizer_lib.Tokenizer, tokens: Sequence[int]) -> str:
     return " ".join(tok.decode(tokens).split())
 
 
-def golds(split: pipeline.EncodedSplit, limit: int | None = None) -> list[tuple[str, str]]:
+def golds(split: encoding.EncodedSplit, limit: int | None = None) -> list[tuple[str, str]]:
     """(gold SQL, db_id) per example, as ``Scorer.score`` takes them."""
     return [(e.query, e.db_id) for e in split.examples[:limit]]
 

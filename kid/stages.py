@@ -24,7 +24,7 @@ from absl import logging
 from kid import checkpoints as checkpoints_lib
 from kid import inference, job, loop, methods, models, train
 from kid import report as report_lib
-from kid.data import grouping, jsonio, pipeline
+from kid.data import encoding, grouping, jsonio, pipeline
 from kid.models import forward as fwd
 
 Report = dict[str, Any]
@@ -209,7 +209,7 @@ def train_model(
     print(
         f"{name}: {method}, {_param_count(trainable):,} trainable params, "
         f"{section.train.steps} steps, {len(shapes)} batch shapes; "
-        f"train data: {pipeline.format_report(encoded.report)}"
+        f"train data: {encoding.format_report(encoded.report)}"
     )
     evaluate, scorer = None, None
     if section.train.eval_every:

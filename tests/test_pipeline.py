@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tiny_tokenizers
 
-from kid.data import batching, grouping, pipeline, prompts, spider
+from kid.data import batching, encoding, grouping, pipeline, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 
 PROMPT_BUCKETS, TARGET_BUCKETS = (128, 256, 512), (32, 64, 128)
@@ -326,7 +326,7 @@ def test_report_is_one_line_and_a_warning_when_anything_was_cut(dev, tok, caplog
     config = _config(prompt_buckets=(40, 64), target_buckets=(8, 16))
     with caplog.at_level(logging.INFO):
         _, split = pipeline.build(config, dev, tok, train=False, process_index=0, process_count=1)
-    line = pipeline.format_report(split.report)
+    line = encoding.format_report(split.report)
     assert "\n" not in line and line.startswith("100 prompts, 4 schema-only")
     assert f"{split.report['truncated_targets']} of 100 targets cut to 16 tokens" in line
     assert "truncated to the token budget" in line and "(budget 64 tokens)" in line
@@ -340,7 +340,7 @@ def test_report_is_one_line_and_a_warning_when_anything_was_cut(dev, tok, caplog
         _, split = pipeline.build(
             _config(), clean, tok, train=False, process_index=0, process_count=1
         )
-    assert "no target cut" in pipeline.format_report(split.report)
+    assert "no target cut" in encoding.format_report(split.report)
     records = [r for r in caplog.records if "eval data" in r.getMessage()]
     assert records and all(r.levelno == logging.INFO for r in records)
 
@@ -355,7 +355,7 @@ def test_prepare_tokenizer_trains_a_bpe_once(dev, tmp_path):
     tok = pipeline.prepare_tokenizer(config, dev, save_dir=save_dir)
     assert (tok.pad_id, tok.eos_id, tok.mask_id, tok.mask_token) == (0, 1, 3, "<mask>")
     assert tok.num_added == 0 and 260 < len(tok) <= 700  # bytes and merges of the corpus
-    corpus = pipeline.tokenizer_corpus(dev, pipeline.prompt_options(config))
+    corpus = encoding.tokenizer_corpus(dev, pipeline.prompt_options(config))
     assert tokenizer_lib.roundtrip_failures(tok, corpus) == []
     # A resumed run loads the saved tokenizer, whatever the config asks now.
     config.bpe_vocab_size = 400

@@ -42,7 +42,7 @@ class GroupOptions(Protocol):
 
 
 class Split(Protocol):
-    """What grouping reads of `pipeline.EncodedSplit`: token ids and {"prompt", "target"}."""
+    """What grouping reads of `encoding.EncodedSplit`: token ids and {"prompt", "target"}."""
 
     @property
     def prompts(self) -> Sequence[np.ndarray]: ...

@@ -1,6 +1,6 @@
 """grain input pipelines: a Spider-format split -> prompts -> token ids -> fixed-shape batches.
 
-A split is prompted and tokenised once per host (`encode_split`); grain then shuffles
+A split is prompted and tokenised once per host (`encoding.encode_split`); grain then shuffles
 it with a seed, forms global batches and gives each host its rows:
 
 * Every host enumerates the same global batches and keeps rows
@@ -23,13 +23,12 @@ it with a seed, forms global batches and gives each host its rows:
 
 The user-facing options are the `data` ConfigDict fields read by `prompt_options`,
 `batch_options`, `prepare_tokenizer` and `load_split` (see `default_config`), checked
-together by `check_config`. `build` returns the split's report (`format_report` makes it
+together by `check_config`. `build` returns the split's report (`encoding.format_report` makes it
 one line to print; it is logged as a warning when anything was cut).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
@@ -40,7 +39,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from kid.data import batching, grouping, prompts, spider
+from kid.data import batching, encoding, grouping, prompts, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.data import values as values_lib
 
@@ -205,134 +204,6 @@ def max_new_tokens(options: BatchOptions) -> int:
     return max(options.target_buckets)
 
 
-@dataclasses.dataclass(frozen=True)
-class EncodedSplit:
-    """Token ids of one split; a grain data source of {"prompt", "target", "index"}."""
-
-    examples: tuple[spider.Example, ...]
-    prompts: tuple[np.ndarray, ...]  # int32, special tokens (encoder inputs: + EOS) included
-    targets: tuple[np.ndarray, ...]  # int32, normalised SQL + EOS
-    report: dict  # what was left out: prompt items, databases, target tokens (format_report)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"prompt": self.prompts[index], "target": self.targets[index], "index": index}
-
-
-class _RecentEncodings:
-    """Prompt token ids, remembered for the last few texts measured: the prompt the
-    Prompter settles on is among them, so it is not tokenised a second time.
-
-    With `end_with_eos` the ids end with exactly one EOS (appended when the tokenizer did
-    not add it): the Prompter's budget counts these ids, so it counts that EOS too.
-    """
-
-    def __init__(self, tok: tokenizer_lib.Tokenizer, *, end_with_eos: bool = False, size: int = 4):
-        self._tok = tok
-        self._end_with_eos = end_with_eos
-        self._size = size
-        self._ids: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
-
-    def _encode(self, text: str) -> list[int]:
-        ids = self._tok.encode([text], add_special_tokens=True)[0]
-        if not self._end_with_eos:
-            return ids
-        eos = self._tok.eos_id
-        end = len(ids)
-        while end and ids[end - 1] == eos:
-            end -= 1
-        return ids[:end] + [eos]
-
-    def ids(self, text: str) -> list[int]:
-        if text in self._ids:
-            self._ids.move_to_end(text)
-        else:
-            self._ids[text] = self._encode(text)
-            if len(self._ids) > self._size:
-                self._ids.popitem(last=False)
-        return self._ids[text]
-
-    def count(self, text: str) -> int:
-        return len(self.ids(text))
-
-
-def encode_split(
-    dataset: spider.Dataset,
-    tok: tokenizer_lib.Tokenizer,
-    options: prompts.PromptOptions,
-    *,
-    prompt_budget: int,
-    max_target_len: int,
-    end_with_eos: bool = False,
-) -> EncodedSplit:
-    """Prompts and tokenises every example.
-
-    Prompts fit `prompt_budget` tokens (see `prompts.Prompter`), special tokens included;
-    with `end_with_eos` (encoder inputs) each ends with exactly one EOS, within the budget.
-    Targets are the normalised SQL + EOS, and longer than `max_target_len` they are cut
-    (EOS lost) and counted in the report.
-    """
-    encodings = _RecentEncodings(tok, end_with_eos=end_with_eos)
-    prompter = prompts.Prompter(
-        dataset.schemas,
-        dataset.db_dir,
-        options,
-        count_tokens=encodings.count,
-        budget=prompt_budget,
-    )
-    prompt_ids = [encodings.ids(prompter(e).text) for e in dataset.examples]
-    sql = [prompts.normalize_sql(e.query) for e in dataset.examples]
-    target_ids = [ids + [tok.eos_id] for ids in tok.encode(sql, add_special_tokens=False)]
-    cut = sum(len(t) > max_target_len for t in target_ids)
-    report = {
-        "examples": len(prompt_ids),
-        "prompts": prompter.stats.summary(),
-        "schema_only": prompter.stats.schema_only,
-        "missing_schema": prompter.stats.missing_schema,
-        "truncated_prompts": prompter.stats.truncated,
-        "dropped_prompt_items": dict(prompter.stats.dropped),
-        "truncated_targets": cut,
-        "prompt_budget": prompt_budget,
-        "max_target_len": max_target_len,
-    }
-    return EncodedSplit(
-        tuple(dataset.examples),
-        tuple(np.asarray(p, np.int32) for p in prompt_ids),
-        tuple(np.asarray(t[:max_target_len], np.int32) for t in target_ids),
-        report,
-    )
-
-
-def _lost_anything(report: dict) -> bool:
-    """Whether prompts or targets lost content (items, schemas, values, tokens)."""
-    keys = ("truncated_prompts", "truncated_targets", "schema_only", "missing_schema")
-    return any(report.get(k) for k in keys)
-
-
-def format_report(report: dict) -> str:
-    """`EncodedSplit.report` as one line for a log or a console."""
-    text = report["prompts"]
-    if "prompt_budget" in report:
-        text += f" (budget {report['prompt_budget']} tokens)"
-    cut = report["truncated_targets"]
-    limit = report.get("max_target_len")
-    if cut:
-        text += f"; {cut} of {report['examples']} targets cut to {limit} tokens (EOS lost)"
-    else:
-        text += f"; no target cut{f' (at most {limit} tokens)' if limit else ''}"
-    return text
-
-
-def tokenizer_corpus(dataset: spider.Dataset, options: prompts.PromptOptions) -> list[str]:
-    """Untruncated prompts and normalised SQL: the text to train a BPE tokenizer on."""
-    prompter = prompts.Prompter(dataset.schemas, dataset.db_dir, options)
-    return [prompter(e).text for e in dataset.examples] + [
-        prompts.normalize_sql(e.query) for e in dataset.examples
-    ]
-
-
 def _host_rows(global_batch: int, process_index: int, process_count: int) -> slice:
     if global_batch % process_count:
         raise ValueError(f"batch size {global_batch} is not divisible by the {process_count} hosts")
@@ -386,7 +257,7 @@ def _with_shape(indices: np.ndarray, *, shape: grouping.Shape) -> tuple[np.ndarr
 def _collate_indices(
     batch: tuple[np.ndarray, grouping.Shape],
     *,
-    split: EncodedSplit,
+    split: encoding.EncodedSplit,
     options: BatchOptions,
     rows: slice,
 ) -> dict[str, np.ndarray]:
@@ -400,7 +271,7 @@ def _seed(seed: int, stream: int) -> int:
 
 
 def train_batches(
-    split: EncodedSplit,
+    split: encoding.EncodedSplit,
     options: BatchOptions,
     *,
     seed: int,
@@ -440,7 +311,7 @@ def train_batches(
 class _PaddedSource:
     """`split` followed by padding elements up to `length`."""
 
-    split: EncodedSplit
+    split: encoding.EncodedSplit
     length: int
 
     def __len__(self) -> int:
@@ -454,7 +325,7 @@ class _PaddedSource:
 
 
 def eval_batches(
-    split: EncodedSplit, options: BatchOptions, *, process_index: int, process_count: int
+    split: encoding.EncodedSplit, options: BatchOptions, *, process_index: int, process_count: int
 ) -> grain.MapDataset:
     """Batches in split order; the last one padded with zero-weight rows."""
     rows = _host_rows(options.batch_size, process_index, process_count)
@@ -524,7 +395,7 @@ def prepare_tokenizer(
 
     ``data.tokenizer = "bpe"`` trains kid's byte-level BPE (``data.bpe_vocab_size``,
     ``data.bpe_min_frequency``) on the training split's untruncated prompts and SQL
-    (`tokenizer_corpus`); it needs `save_dir`. With `save_dir`, the prepared tokenizer is
+    (`encoding.tokenizer_corpus`); it needs `save_dir`. With `save_dir`, the prepared tokenizer is
     saved there, and a directory that already holds one is loaded instead of preparing it
     again (a resumed run must see the same ids): delete it to change the tokenizer.
     """
@@ -538,7 +409,7 @@ def prepare_tokenizer(
             raise ValueError(
                 'data.tokenizer "bpe" is trained here: prepare_tokenizer needs save_dir'
             )
-        corpus = tokenizer_corpus(train, prompt_options(config))
+        corpus = encoding.tokenizer_corpus(train, prompt_options(config))
         tok = tokenizer_lib.train_bpe(
             corpus,
             save_dir,
@@ -567,11 +438,11 @@ def build(
     process_index: int | None = None,
     process_count: int | None = None,
     decoder_start_id: int | None = None,
-) -> tuple[grain.MapDataset, EncodedSplit]:
+) -> tuple[grain.MapDataset, encoding.EncodedSplit]:
     """Batches of `dataset` for this host (default: jax's process index and count).
 
     `decoder_start_id`: see `batch_options`. The split's report (what prompts and targets
-    lost; `format_report` prints it) is logged, as a warning when anything was cut.
+    lost; `encoding.format_report` prints it) is logged, as a warning when anything was cut.
     """
     check_config(config)
     if process_index is None or process_count is None:
@@ -579,7 +450,7 @@ def build(
 
         process_index, process_count = jax.process_index(), jax.process_count()
     options = batch_options(config, tok, train=train, decoder_start_id=decoder_start_id)
-    split = encode_split(
+    split = encoding.encode_split(
         dataset,
         tok,
         prompt_options(config),
@@ -587,8 +458,8 @@ def build(
         max_target_len=options.target_buckets[-1],
         end_with_eos=options.layout == batching.ENCODER_DECODER,
     )
-    log = logging.warning if _lost_anything(split.report) else logging.info
-    log("%s data: %s", "train" if train else "eval", format_report(split.report))
+    log = logging.warning if encoding.lost_anything(split.report) else logging.info
+    log("%s data: %s", "train" if train else "eval", encoding.format_report(split.report))
     if train:
         batches = train_batches(
             split,

@@ -73,7 +73,7 @@ class Tokenizer:
     def encode(self, texts: Sequence[str], *, add_special_tokens: bool) -> list[list[int]]:
         """Token ids of each text; special tokens are the model's own (Llama's BOS, T5's
         EOS). kid's BPE (`train_bpe`) adds none: encoder inputs get their EOS from the
-        pipeline (`kid.data.pipeline.encode_split`)."""
+        pipeline (`kid.data.encoding.encode_split`)."""
         if not texts:
             return []
         out = self.hf(
