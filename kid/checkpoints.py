@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +69,11 @@ COMMIT_FILE = "commit_success.txt"  # orbax writes it into every step before com
 _STATE = "state"
 _DATA = "data_state"
 _BEST_JSON = "best.json"
+
+
+def _absolute(directory: str) -> epath.Path:
+    """orbax writes only to absolute paths; a relative one is the process's cwd's."""
+    return epath.Path(os.path.abspath(directory))
 
 
 def _manager(root: epath.Path, *, keep: int | None, async_save: bool) -> ocp.CheckpointManager:
@@ -144,7 +150,7 @@ class Checkpoints:
     """Latest-N checkpoints for resuming plus the best params, under one directory."""
 
     def __init__(self, directory: str, *, keep: int = 2, async_save: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = _absolute(directory)
         self._latest = _manager(self.directory / "latest", keep=keep, async_save=async_save)
         self._best_root = self.directory / "best"
         self._best_root.mkdir(parents=True, exist_ok=True)
@@ -280,7 +286,7 @@ def restore_params(
 ) -> tuple[int, Any]:
     """(step, params) from best/ or from the newest restorable latest/ step, where the params
     are ``state[key[0]][key[1]]...``; only they are read. Read-only: for prediction tools."""
-    root = epath.Path(directory)
+    root = _absolute(directory)
     if which == "best":
         record = _read_best(root / "best")
         if record is None:

@@ -99,6 +99,7 @@ def _stage_list(stages) -> tuple[str, ...]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     """Runs `config.stages` in order; returns the report also written to workdir."""
+    workdir = os.path.abspath(workdir)
     config = ml_collections.ConfigDict(config.to_dict())
     config.stages = _stage_list(config.stages)
     job.init_distributed(config)  # before anything starts the backend (validate's mesh)

@@ -78,6 +78,19 @@ def test_save_two_steps_restore_latest(tmp_path):
     ckpt.close()
 
 
+def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+    """orbax refuses relative paths; `--workdir workdir/demo` must work all the same."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = Checkpoints("run/checkpoints")
+    ckpt.save(3, make_state(3))
+    assert ckpt.save_best(3, make_state(3)["params"], 0.5)
+    ckpt.close()
+    assert (tmp_path / "run" / "checkpoints" / "latest" / "3").is_dir()
+    params = abstract(make_state(0)["params"])
+    assert restore_params("run/checkpoints", params)[0] == 3
+    assert Checkpoints("run/checkpoints").restore(abstract(make_state(0)))[0] == 3
+
+
 def test_without_data_state(tmp_path):
     ckpt = Checkpoints(str(tmp_path), async_save=False)
     ckpt.save(5, make_state(5))
