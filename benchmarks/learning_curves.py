@@ -5,8 +5,12 @@ docs/RESULTS.md, read back from their workdirs.
 
 For each model of each workdir (W/<model>/metrics.jsonl) it prints the scores logged while
 training (on the first `eval_examples` of `eval_split`, from W/config.json), then what the
-eval stage measured on whole splits (W/<model>/eval/<split>.json). Models that share a name
-across workdirs (seeds of one recipe) get a last line per split: mean, min and max EX.
+eval stage measured on whole splits (W/<model>/eval/<split>.json) and how its predictions
+(W/<model>/eval/<split>.sql) use the schema: "own" counts predictions whose identifiers all
+belong to the example's database, "foreign" those naming an identifier that only other
+databases have (a schema learnt by heart instead of read from the prompt). Models that
+share a name across workdirs (seeds of one recipe) get a last line per split: mean, min
+and max EX.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
 
 MODELS = ("teacher", "student", "baseline")
+_LITERAL = re.compile(r"\"[^\"]*\"|'[^']*'")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -56,13 +63,47 @@ def finals(workdir: str, model: str) -> dict[str, dict]:
     return out
 
 
-def _train_section(workdir: str, model: str) -> dict:
+def _config(workdir: str) -> dict:
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    return config.get("student" if model != "teacher" else "teacher", {}).get("train", {})
+        return json.load(f)
+
+
+def _train_section(workdir: str, model: str) -> dict:
+    return _config(workdir).get("student" if model != "teacher" else "teacher", {}).get("train", {})
+
+
+def _identifiers(entry: dict) -> set[str]:
+    names = entry["table_names_original"] + [c for _, c in entry["column_names_original"][1:]]
+    return {n.lower() for n in names}
+
+
+def schema_use(workdir: str, model: str, split: str) -> tuple[int, int, int] | None:
+    """(own, foreign, n) over a split's predictions, or None without the files."""
+    config = _config(workdir)
+    data_dir = config.get("data", {}).get("dir") or config.get("benchmark", {}).get("dir")
+    data_dir = data_dir or os.path.join(workdir, "benchmark")
+    sql_path = os.path.join(workdir, model, "eval", f"{split}.sql")
+    split_path = os.path.join(data_dir, f"{split}.json")
+    if not all(os.path.isfile(p) for p in (sql_path, split_path)):
+        return None
+    with open(os.path.join(data_dir, "tables.json"), encoding="utf-8") as f:
+        schemas = {e["db_id"]: _identifiers(e) for e in json.load(f)}
+    with open(split_path, encoding="utf-8") as f:
+        db_ids = [r["db_id"] for r in json.load(f)]
+    with open(sql_path, encoding="utf-8") as f:
+        predictions = [line.split("\t")[0] for line in f.read().splitlines()]
+    everywhere = set().union(*schemas.values())
+    own = foreign = 0
+    for db_id, sql in zip(db_ids, predictions, strict=True):
+        words = {w.lower() for w in _WORD.findall(_LITERAL.sub(" ", sql))}
+        mine = schemas[db_id]
+        named = words & everywhere
+        own += bool(named) and named <= mine
+        foreign += bool(named - mine)
+    return own, foreign, len(predictions)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {split:<18} n={s['n']:<5} step {s['step']:>6}  EX {_pct(s['ex'])}"
                     f"  TS {_pct(s['ts'])}  EM {_pct(s['em'])}  errors {s.get('errors', {})}"
                 )
+                use = schema_use(workdir, model, split)
+                if use is not None:
+                    own, foreign, n = use
+                    print(f"{'':20} schema use: own {own} of {n}, foreign {foreign} of {n}")
                 if s["ex"] is not None:
                     by_model[model, split].append(s["ex"])
     for (model, split), values in sorted(by_model.items()):

@@ -38,6 +38,8 @@ def get_config(arg: str = "teacher") -> ml_collections.ConfigDict:
     config = demo.get_config()
     config.seed = seed
     config.benchmark.dir = f"{ROOT}/benchmark"
+    config.benchmark.train, config.benchmark.dev, config.benchmark.dev_in_domain = 6000, 600, 600
+    config.data.prompt_buckets = (96, 160, 272)  # every dev prompt whole (max 262 tokens)
     config.eval.splits = ("dev.json", "dev_in_domain.json")
 
     # Teacher: d128 3+3 (1.6M parameters), lr 1e-3, Adam b2 0.98, cosine to 0, 4,000 steps
