@@ -49,7 +49,7 @@ def parse_databases(text: str) -> tuple[int, int]:
     """ "TRAIN,DEV" database counts, e.g. "100,20"; at least one per domain."""
     counts = positive_ints(text, 2, "--databases", "TRAIN,DEV")
     for count, pool, split in zip(
-        counts, (domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), ("train", "dev"), strict=False
+        counts, (domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), ("train", "dev"), strict=True
     ):
         if count < len(pool):
             raise ValueError(f"--databases: {count} {split} databases for {len(pool)} domains")
@@ -104,7 +104,7 @@ def _write_benchmark(
 ) -> None:
     train_domains, dev_domains = (
         variants.databases(pool, n, lambda db_id: _stream(seed, "variant", db_id))
-        for pool, n in zip((domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), counts, strict=False)
+        for pool, n in zip((domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), counts, strict=True)
     )
     all_domains = train_domains + dev_domains
     entries = [database.tables_entry(d) for d in all_domains]
