@@ -109,7 +109,9 @@ def test_a_skipped_record_keeps_the_lines_aligned(t5_workdir, tmp_path):
 def test_one_question_with_its_result_rows(t5_workdir, tmp_path, capsys):
     example = json.loads((t5_workdir / "benchmark" / "dev.json").read_text())[0]
     db = t5_workdir / "benchmark" / "database" / example["db_id"] / f"{example['db_id']}.sqlite"
-    elsewhere = tmp_path / "copy.sqlite"  # any path, not only the Spider layout
+    # Any folder, not only the Spider layout; the file's stem is the db_id the prompt names.
+    elsewhere = tmp_path / "copies" / db.name
+    elsewhere.parent.mkdir()
     shutil.copy(db, elsewhere)
     expected = (t5_workdir / "teacher" / "eval" / "dev.sql").read_text().splitlines()[0]
     for path in (db, elsewhere):
