@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from kid import checkpoints as checkpoints_lib
-from kid import methods, models, sharding, train
+from kid import methods, models, sharding, synth, train
 from kid.data import jsonio, pipeline, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.models import configs as model_configs
@@ -337,6 +337,11 @@ def validate(config: ml_collections.ConfigDict, stages: Sequence[str]) -> None:
     unknown = [s for s in config.stages if s not in stages]
     if unknown:
         raise ConfigError(f"config.stages: unknown stage(s) {unknown}; known: {list(stages)}")
+    if "benchmark" in config.stages:
+        try:
+            synth.check_databases(config.benchmark.databases, "benchmark.databases")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     trains = {"teacher", "student", "baseline"} & set(config.stages)
     if not trains:
         return

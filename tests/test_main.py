@@ -49,6 +49,10 @@ def test_stages_given_as_a_comma_list(tmp_path):
             r"kd: unknown option",
         ),
         (lambda c: setattr(c.student.train, "schedule", "exp"), r"student.train.schedule 'exp'"),
+        (
+            lambda c: setattr(c.benchmark, "databases", (100, 3)),
+            r"benchmark.databases: 3 dev databases for 4 domains",
+        ),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):

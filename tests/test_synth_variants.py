@@ -121,10 +121,11 @@ def test_tables_entry_spells_readable_names():
         assert readable == readable.lower() and "_" not in readable
 
 
-def test_database_counts_parse_and_refuse_too_few():
+def test_database_counts_parse_and_refuse_too_few(tmp_path):
     assert build.parse_databases("100,20") == (100, 20)
     for bad, match in (("5,4", "5 train databases for 10 domains"), ("10", "TRAIN,DEV")):
         with pytest.raises(ValueError, match=match):
             build.parse_databases(bad)
-    with pytest.raises(ValueError, match="every domain needs one"):
-        variants.databases(domains.DEV_DOMAINS, 3, random.Random)
+    with pytest.raises(ValueError, match="databases: 3 dev databases for 4 domains"):
+        build.generate(tmp_path / "bench", databases=(10, 3))
+    assert not (tmp_path / "bench").exists()

@@ -8,7 +8,7 @@ and `kid.sql` (hardness, parsing), which never import it; `python -m kid.synth` 
 contract's `python -m kid.data.synth` run it.
 """
 
-from kid.synth.build import DATABASES, Sizes, generate
+from kid.synth.build import DATABASES, Sizes, check_databases, generate
 from kid.synth.stats import describe, format_stats
 
-__all__ = ["DATABASES", "Sizes", "describe", "format_stats", "generate"]
+__all__ = ["DATABASES", "Sizes", "check_databases", "describe", "format_stats", "generate"]

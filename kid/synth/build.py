@@ -45,15 +45,25 @@ def positive_ints(text: str, n: int, flag: str, form: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def parse_databases(text: str) -> tuple[int, int]:
-    """ "TRAIN,DEV" database counts, e.g. "100,20"; at least one per domain."""
-    counts = positive_ints(text, 2, "--databases", "TRAIN,DEV")
-    for count, pool, split in zip(
-        counts, (domains.TRAIN_DOMAINS, domains.DEV_DOMAINS), ("train", "dev"), strict=True
-    ):
-        if count < len(pool):
-            raise ValueError(f"--databases: {count} {split} databases for {len(pool)} domains")
+def check_databases(counts: Sequence[int], field: str) -> tuple[int, int]:
+    """(train, dev) database counts, each at least its split's domain count: `variants`
+    deals databases to domains round-robin, and a domain without one would vanish."""
+    counts = tuple(counts)
+    if len(counts) != 2:
+        raise ValueError(f"{field} wants two counts (train, dev), got {counts!r}")
+    pools = {"train": domains.TRAIN_DOMAINS, "dev": domains.DEV_DOMAINS}
+    for count, (split, pool) in zip(counts, pools.items(), strict=True):
+        if not isinstance(count, int) or count < len(pool):
+            raise ValueError(
+                f"{field}: {count!r} {split} databases for {len(pool)} domains: "
+                "every domain needs one"
+            )
     return counts
+
+
+def parse_databases(text: str) -> tuple[int, int]:
+    """ "TRAIN,DEV" database counts, e.g. "100,20"."""
+    return check_databases(positive_ints(text, 2, "--databases", "TRAIN,DEV"), "--databases")
 
 
 def _dump_json(value: Any, path: str) -> None:
@@ -167,6 +177,7 @@ def generate(
         domains (`variants`), at least one per domain.
     """
     sizes = sizes or Sizes()
+    databases = check_databases(databases, "databases")
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not (os.path.isdir(out) and _replaceable(out)):
         raise FileExistsError(f"{out}: exists and is not a benchmark written by kid.synth")
