@@ -92,6 +92,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.benchmark.train, config.benchmark.dev, config.benchmark.dev_in_domain = 600, 60, 60
         config.benchmark.ts_copies = 1
         config.benchmark.databases = (20, 4)
+        # Fewer databases, shorter prompts: 160 tokens hold all but 1 of 600 (cut, with a
+        # warning), and one prompt shape trains ~1.4x faster than padding to 272.
+        config.data.prompt_buckets = (160,)
         config.data.batch_size = 16
         config.data.min_group_batches = 1
         for section, steps in ((config.teacher, 30), (config.student, 10)):

@@ -2,6 +2,7 @@
 
 import json
 
+import full_speed
 import pytest
 
 from configs import demo
@@ -91,7 +92,7 @@ def test_runlocal_demo_end_to_end(tmp_path):
     config.teacher.preset = "t5-synth-student"  # the pipeline, not the model, is under test
     config.teacher.train.eval_every = 10
     config.teacher.train.eval_examples = 10
-    report = main.run(config, str(tmp_path))
+    full_speed.run_main(config, tmp_path)
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["method"] == "kid"
     assert set(on_disk["eval"]) == {"teacher", "student", "baseline"}
@@ -112,7 +113,7 @@ def test_runlocal_demo_end_to_end(tmp_path):
     assert evaluated == [10, 20, 30] and all("loss" in r for r in records)
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "student EX on dev" in (tmp_path / "report.md").read_text()
-    assert report["models"]["student"]["steps"] == config.student.train.steps
+    assert on_disk["models"]["student"]["steps"] == config.student.train.steps
 
 
 class _Tokenizer:

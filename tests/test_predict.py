@@ -7,11 +7,12 @@ import pathlib
 import shutil
 
 import filelock
+import full_speed
 import numpy as np
 import pytest
 
 from configs import demo, demo_decoder
-from kid import export, main, predict, predictor
+from kid import export, predict, predictor
 from kid.data import pipeline, spider
 from kid.sql import scoring
 
@@ -29,7 +30,7 @@ def _train(config, workdir: pathlib.Path, steps: int) -> pathlib.Path:
     config.teacher.train.update(
         steps=steps, learning_rate=3e-3, warmup_steps=10, eval_every=0, save_every=steps
     )
-    main.run(config, str(workdir))
+    full_speed.run_main(config, workdir)
     return workdir
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import full_speed
 import pytest
 
 from kid import metrics_log
@@ -60,11 +61,22 @@ def compilation_cache(tmp_path_factory):
 _CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 
 
+def _run_to_end(workdir, bench) -> None:
+    subprocess.run(
+        _command(workdir, bench),
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        env=full_speed.env(),
+        timeout=900,
+    )
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     bench, workdir = root / "bench", root / "uninterrupted"
-    subprocess.run(_command(workdir, bench), check=True, capture_output=True, cwd=REPO, timeout=900)
+    _run_to_end(workdir, bench)
     return bench, _losses(workdir)
 
 
@@ -79,7 +91,11 @@ def _losses(workdir) -> dict[int, float]:
 
 def _start_and_wait(workdir, bench, step: int, committed: str | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
-        _command(workdir, bench), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _command(workdir, bench),
+        cwd=REPO,
+        env=full_speed.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     latest = pathlib.Path(workdir, "teacher", "checkpoints", "latest")
     deadline = time.time() + 600
@@ -104,7 +120,7 @@ def test_kill_9_then_corrupted_latest_checkpoint_resumes_exactly(uninterrupted, 
     for path in (newest / "state").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")
-    subprocess.run(_command(workdir, bench), check=True, capture_output=True, cwd=REPO, timeout=900)
+    _run_to_end(workdir, bench)
     records = _records(workdir)
     restored = [r for r in records if r.get("restored")]
     assert restored == [{"step": 8, "restored": True}]
@@ -131,12 +147,12 @@ def test_sigterm_saves_exits_0_and_resumes_exactly(uninterrupted, tmp_path):
         if p.name.isdigit()
     )
     assert saved and saved[-1] >= 5
-    subprocess.run(_command(workdir, bench), check=True, capture_output=True, cwd=REPO, timeout=900)
+    _run_to_end(workdir, bench)
     assert {"step": saved[-1], "restored": True} in _records(workdir)
     got = _losses(workdir)
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
     # A finished stage is not redone: a third run restores nothing and trains nothing.
     before = _records(workdir)
-    subprocess.run(_command(workdir, bench), check=True, capture_output=True, cwd=REPO, timeout=900)
+    _run_to_end(workdir, bench)
     assert _records(workdir) == before
