@@ -54,6 +54,10 @@ def test_stages_given_as_a_comma_list(tmp_path):
             lambda c: setattr(c.benchmark, "databases", (100, 3)),
             r"benchmark.databases: 3 dev databases for 4 domains",
         ),
+        (
+            lambda c: setattr(c.benchmark, "databases", (100, "20")),
+            r"benchmark.databases wants two integers \(train, dev\), got \(100, '20'\)",
+        ),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(tmp_path, change, message):

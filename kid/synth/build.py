@@ -49,13 +49,13 @@ def check_databases(counts: Sequence[int], field: str) -> tuple[int, int]:
     """(train, dev) database counts, each at least its split's domain count: `variants`
     deals databases to domains round-robin, and a domain without one would vanish."""
     counts = tuple(counts)
-    if len(counts) != 2:
-        raise ValueError(f"{field} wants two counts (train, dev), got {counts!r}")
+    if len(counts) != 2 or not all(isinstance(c, int) for c in counts):
+        raise ValueError(f"{field} wants two integers (train, dev), got {counts!r}")
     pools = {"train": domains.TRAIN_DOMAINS, "dev": domains.DEV_DOMAINS}
     for count, (split, pool) in zip(counts, pools.items(), strict=True):
-        if not isinstance(count, int) or count < len(pool):
+        if count < len(pool):
             raise ValueError(
-                f"{field}: {count!r} {split} databases for {len(pool)} domains: "
+                f"{field}: {count} {split} databases for {len(pool)} domains: "
                 "every domain needs one"
             )
     return counts
