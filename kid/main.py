@@ -51,7 +51,7 @@ def run_benchmark(run: stages.Run) -> None:
         synth.generate(
             folder,
             seed=c.seed,
-            sizes=synth.Sizes(c.train, c.dev, c.dev_in_domain),
+            sizes=synth.Sizes(c.train, c.dev, c.dev_in_domain, c.get("val_in_domain", 300)),
             ts_copies=c.ts_copies,
             databases=tuple(c.databases),
         )

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "--size",
         type=build.Sizes.parse,
         default=build.Sizes(),
-        help="examples in TRAIN,DEV,DEV_IN_DOMAIN (default 6000,600,600)",
+        help="examples in TRAIN,DEV,DEV_IN_DOMAIN[,VAL_IN_DOMAIN] (default 6000,600,600,300)",
     )
     parser.add_argument(
         "--databases",

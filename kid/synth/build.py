@@ -31,11 +31,14 @@ class Sizes:
     train: int = 6000
     dev: int = 600
     dev_in_domain: int = 600
+    val_in_domain: int = 300  # for choices while training; never reported
 
     @classmethod
     def parse(cls, text: str) -> Sizes:
-        """ "TRAIN,DEV,DEV_IN_DOMAIN", e.g. "6000,600,600"."""
-        return cls(*positive_ints(text, 3, "--size", "TRAIN,DEV,DEV_IN_DOMAIN"))
+        """ "TRAIN,DEV,DEV_IN_DOMAIN[,VAL_IN_DOMAIN]", e.g. "6000,600,600,300"."""
+        form = "TRAIN,DEV,DEV_IN_DOMAIN[,VAL_IN_DOMAIN]"
+        n = 4 if text.count(",") == 3 else 3
+        return cls(*positive_ints(text, n, "--size", form))
 
 
 def positive_ints(text: str, n: int, flag: str, form: str) -> tuple[int, ...]:
@@ -127,6 +130,9 @@ def _write_benchmark(
         ("train.json", train_ctx, sizes.train, None),
         ("dev_in_domain.json", train_ctx, sizes.dev_in_domain, HELD_OUT_SHARE),
         ("dev.json", dev_ctx, sizes.dev, HELD_OUT_SHARE),
+        # Last, so the earlier splits are the same with or without it: unseen questions on
+        # the training databases, drawn like dev_in_domain, for choosing recipes.
+        ("val_in_domain.json", train_ctx, sizes.val_in_domain, HELD_OUT_SHARE),
     )
     for filename, ctxs, n, held_out_share in plan:
         rng = _stream(seed, "split", filename)
@@ -171,7 +177,8 @@ def generate(
     Args:
       out: the folder to write; it may hold an earlier benchmark, nothing else.
       seed: fixes every file, byte for byte.
-      sizes: examples per split (default 6000 train, 600 dev, 600 dev_in_domain).
+      sizes: examples per split (default 6000 train, 600 dev, 600 dev_in_domain, 300
+        val_in_domain).
       ts_copies: test-suite copies of each database, in database_ts/<db_id>/.
       databases: how many train and dev databases, renamed variants of the train and dev
         domains (`variants`), at least one per domain.

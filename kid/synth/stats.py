@@ -18,7 +18,7 @@ from kid.sql import hardness, spider_parse
 from kid.synth import constructs
 from kid.synth import splits as splits_lib
 
-SPLITS = ("train", "dev_in_domain", "dev")
+SPLITS = ("train", "dev_in_domain", "dev", "val_in_domain")
 
 
 def _db_path(folder: str, db_id: str) -> str:
