@@ -1,5 +1,7 @@
 """kid: knowledge distillation of text-to-SQL language models in JAX/Flax."""
 
+import pathlib
+
 import setuptools
 
 # Pinned to the versions tested on the development machine (CPU, Python 3.11).
@@ -36,6 +38,18 @@ TEST_REQUIRES = [
     "torch==2.13.0",
 ]
 
+
+def shipped_teachers() -> list[tuple[str, list[str]]]:
+    """data/teachers/<name>/* installed to <prefix>/share/kid/teachers/<name>/, where
+    kid.teachers.resolve finds them after a plain (non-editable) pip install."""
+    root = pathlib.Path(__file__).parent
+    return [
+        (f"share/kid/teachers/{d.name}", [str(f.relative_to(root)) for f in sorted(d.iterdir())])
+        for d in sorted((root / "data" / "teachers").glob("*"))
+        if d.is_dir()
+    ]
+
+
 setuptools.setup(
     name="kid",
     version="0.1.0",
@@ -44,4 +58,5 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
+    data_files=shipped_teachers(),
 )

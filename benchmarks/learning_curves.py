@@ -23,6 +23,7 @@ import re
 import sys
 
 MODELS = ("teacher", "student", "baseline")
+TERMS = ("loss", "ce", "kd", "grad_norm", "teacher_ce", "teacher_agree", "teacher_entropy")
 _LITERAL = re.compile(r"\"[^\"]*\"|'[^']*'")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -48,6 +49,26 @@ def curve(workdir: str, model: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
     return sorted((r for r in _read_jsonl(path) if "ex" in r), key=lambda r: r["step"])
+
+
+def term_means(workdir: str, model: str, share: float = 0.2) -> dict[str, tuple[float, float]]:
+    """{term: (mean over the first `share` of logged steps, mean over the last)}, for the
+    loss terms and the teacher's wiring checks a method logs (absent terms are left out)."""
+    path = os.path.join(workdir, model, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return {}
+    records = sorted(
+        (r for r in _read_jsonl(path) if "loss" in r and not r.get("restored")),
+        key=lambda r: r["step"],
+    )
+    k = max(1, round(share * len(records)))
+    out = {}
+    for term in TERMS:
+        first = [r[term] for r in records[:k] if r.get(term) is not None]
+        last = [r[term] for r in records[-k:] if r.get(term) is not None]
+        if first and last:
+            out[term] = (sum(first) / len(first), sum(last) / len(last))
+    return out
 
 
 def finals(workdir: str, model: str) -> dict[str, dict]:
@@ -109,6 +130,11 @@ def schema_use(workdir: str, model: str, split: str) -> tuple[int, int, int] | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdirs", nargs="+")
+    parser.add_argument(
+        "--terms",
+        action="store_true",
+        help="also the logged loss terms, gradient norm and teacher checks (first / last 20%%)",
+    )
     args = parser.parse_args(argv)
     by_model: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for workdir in args.workdirs:
@@ -125,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 for r in points:
                     row = f"{r['step']:>6}  {_pct(r.get('ex'))}  {_pct(r.get('ts'))}"
                     print(f"{'':38}{row}  {_pct(r.get('em'))}")
+            if args.terms:
+                for term, (first, last) in term_means(workdir, model).items():
+                    print(f"  {term:<16} first 20% {first:8.4f}   last 20% {last:8.4f}")
             for split, s in ends.items():
                 print(
                     f"  {split:<18} n={s['n']:<5} step {s['step']:>6}  EX {_pct(s['ex'])}"

@@ -13,7 +13,8 @@ T5 one, teacher and KID student alike):
 `--config=configs/demo_decoder.py:runlocal` is the smoke run (tiny benchmark, few steps), as
 for demo.py; any field can be overridden the same way.
 
-Everything not set here is demo.py's (benchmark, tokenizer, schedules, KD options).
+Everything not set here is demo.py's scratch variant (benchmark, a teacher trained in the
+job with its own BPE, schedules, KD options).
 Prompt buckets: CodeS prompts of the embedded benchmark (data.num_sample_values = 0, the
 2048-token BPE), in tokens, measured with kid.data.encoding.encode_split:
 
@@ -37,7 +38,7 @@ from kid.data import batching
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    config = demo.get_config(arg)
+    config = demo.get_config(arg or "scratch")  # the shipped teacher is a T5: train one
     config.data.layout = batching.DECODER_ONLY
     config.data.prompt_style = "codes"
     config.data.prompt_buckets = (224, 320, 448, 576)

@@ -35,9 +35,10 @@ def _parse(arg: str) -> tuple[str, int]:
 
 def get_config(arg: str = "teacher") -> ml_collections.ConfigDict:
     method, seed = _parse(arg)
-    config = demo.get_config()
+    config = demo.get_config("scratch")  # a teacher of its own, on the hard benchmark
     config.seed = seed
     config.benchmark.dir = f"{ROOT}/benchmark"
+    config.benchmark.databases = (100, 20)
     config.benchmark.train, config.benchmark.dev, config.benchmark.dev_in_domain = 6000, 600, 600
     config.data.prompt_buckets = (96, 160, 272)  # every dev prompt whole (max 262 tokens)
     config.eval.splits = ("dev.json", "dev_in_domain.json")

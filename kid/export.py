@@ -1,6 +1,6 @@
 """Export a trained model of a kid workdir as a Hugging Face directory (CONTRACT 9).
 
-  python -m kid.export --workdir W --out HF_DIR [--model-name student]
+  python -m kid.export --workdir W --out HF_DIR [--model-name student] [--manifest]
 
 HF_DIR gets what transformers loads (config.json, model.safetensors with LoRA adapters
 merged, the tokenizer files, generation_config.json with greedy defaults and the decoding
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from kid import models, predictor
+from kid import models, predictor, teachers
 from kid.data import jsonio
 from kid.data import tokenizer as tokenizer_lib
 
@@ -45,9 +45,13 @@ def generation_config(model: predictor.Model) -> dict:
     return out
 
 
-def export(workdir: str, out: str, model_name: str = "student") -> pathlib.Path:
-    """Writes model ``model_name`` of ``workdir`` to ``out`` (replaced if it exists)."""
+def export(
+    workdir: str, out: str, model_name: str = "student", *, manifest: bool = False
+) -> pathlib.Path:
+    """Writes model ``model_name`` of ``workdir`` to ``out`` (replaced if it exists); with
+    ``manifest``, also the shipped teacher's manifest.json (``kid.teachers``)."""
     model = predictor.load(workdir, model_name)
+    shipped = teachers.build_manifest(workdir, model_name, model.tok) if manifest else None
     target = pathlib.Path(out).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -62,6 +66,8 @@ def export(workdir: str, out: str, model_name: str = "student") -> pathlib.Path:
         jsonio.write_json_atomic(hf_dir / "generation_config.json", generation_config(model))
         settings = {**model.settings.to_json(), "source": model.source, "step": model.step}
         jsonio.write_json_atomic(hf_dir / predictor.SETTINGS_FILE, settings)
+        if shipped is not None:
+            jsonio.write_json_atomic(hf_dir / teachers.MANIFEST, shipped)
         if target.exists():
             target.rename(staging / "replaced")
         hf_dir.rename(target)
@@ -77,13 +83,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="a kid.main workdir")
     parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
     parser.add_argument("--model-name", default="student", choices=predictor.MODEL_NAMES)
+    parser.add_argument(
+        "--manifest",
+        action="store_true",
+        help="also write manifest.json (a shipped teacher: command, config, scores, digests)",
+    )
     args = parser.parse_args(argv)
     if not predictor.is_workdir(args.workdir):
         print(f"error: --workdir {args.workdir}: not a kid workdir", file=sys.stderr)
         return 2
     try:
-        path = export(args.workdir, args.out, args.model_name)
-    except predictor.PredictError as e:
+        path = export(args.workdir, args.out, args.model_name, manifest=args.manifest)
+    except (predictor.PredictError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"exported": str(path), "model": args.model_name}))

@@ -132,6 +132,8 @@ def exposure_bias_curve(
     """{"R", "eps", "exacc_err"}: [len(horizons)] each, for any pair of policies.
 
     `weights` [N] weigh the rows of both samplers' outputs (they sample the same N contexts).
+    The student samples with the first key of `jax.random.split(rng)`, the teacher with the
+    second (the tests reproduce the samples from this).
     """
     student_rng, teacher_rng = jax.random.split(rng)
     accumulate = functools.partial(

@@ -11,9 +11,12 @@ Choices the paper leaves open, made here:
   n such tokens in a row, ``max(1, round(alpha * n))`` are masked when alpha > 0 and n >= 1
   (round half to even, as numpy and Python round), none when alpha = 0. Strategies:
   "random" (uniformly without replacement), "uniform" (evenly spaced, centred), "hard" /
-  "easy" (highest / lowest entropy of the student's distribution on the gold sequence).
+  "easy" (highest / lowest entropy, on the gold sequence, of the student's distribution
+  that the fill is drawn from: the tokenizer's vocabulary without the banned ids below, so
+  neither an embedding table's padding rows nor the mask token's column count).
 - The mask token is the tokenizer's (``kid.data.tokenizer``: a reserved or added token); a
-  prediction is never the mask token nor an id outside the tokenizer's vocabulary.
+  prediction is never the mask token, the pad token, nor an id outside the tokenizer's
+  vocabulary. It may be EOS, mid-sequence too (``fill_logits``).
 - The causal shift: the logit that predicts target position i is read at the column before
   it (decoder-only: column P + i - 1; T5: decoder input i holds target i - 1), which is
   exactly ``kid.models.forward``'s target alignment. In the parallel pass that prediction
@@ -23,8 +26,9 @@ Choices the paper leaves open, made here:
 - The cascade variant (not in the paper): masked positions are filled left to right, each
   prediction seeing the already rewritten prefix. It is forced decoding in one
   ``lax.while_loop`` with the KV cache: unmasked positions (gold, and padding) are forced,
-  masked ones are predicted; `kid.decoding.sample` keeps every forced token, so a masked
-  position that predicts EOS does not end the row.
+  masked ones are predicted, and the loop decodes the full width with no stop token, so an
+  EOS fill never ends a row, not even after the row's last forced token (a target cut to
+  the maximum length has no EOS, and its last positions may all be masked).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kid import decoding
+from kid import decoding, losses
 from kid.data import batching
 from kid.models import forward as fwd
 
@@ -51,6 +55,7 @@ class Imperfection:
     Attributes:
       mask_id: the tokenizer's mask token.
       eos_id: EOS id(s); EOS is never masked.
+      pad_id: the tokenizer's pad token, never a fill (unless it is also an EOS id).
       alpha: fraction of each row's target tokens (before EOS) to mask.
       strategy: one of STRATEGIES.
       fill: "argmax" or "sample" (at fill_temperature).
@@ -60,6 +65,7 @@ class Imperfection:
 
     mask_id: int
     eos_id: int | Sequence[int]
+    pad_id: int
     alpha: float = 0.2
     strategy: str = "random"
     fill: str = "argmax"
@@ -80,6 +86,12 @@ class Imperfection:
     @property
     def eos_ids(self) -> tuple[int, ...]:
         return tuple(self.eos_id) if isinstance(self.eos_id, Sequence) else (self.eos_id,)
+
+    @property
+    def banned_ids(self) -> tuple[int, ...]:
+        """Ids below vocab_size that a fill never takes: the mask token, and the pad token
+        unless it is also an EOS id (a tokenizer without a pad token pads with EOS)."""
+        return (self.mask_id,) + (() if self.pad_id in self.eos_ids else (self.pad_id,))
 
 
 def eligible_positions(targets: jax.Array, real: jax.Array, eos_ids: Sequence[int]) -> jax.Array:
@@ -121,12 +133,6 @@ def _evenly_spaced(eligible: jax.Array, k: jax.Array) -> jax.Array:
     return eligible & (after > before)
 
 
-def token_entropy(logits: jax.Array) -> jax.Array:
-    """[B, T] entropy (nats) of softmax(logits) [B, T, V], in float32."""
-    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
-
-
 def choose_positions(
     eligible: jax.Array,
     alpha: float,
@@ -156,17 +162,26 @@ def choose_positions(
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 
-def fill_logits(logits: jax.Array, *, mask_id: int, vocab_size: int | None) -> jax.Array:
-    """Logits [..., V] with the mask token and ids >= vocab_size excluded (-inf)."""
+def fill_logits(logits: jax.Array, spec: Imperfection) -> jax.Array:
+    """Float32 logits [..., V] of the fill: ``spec.banned_ids`` (the mask token; the pad
+    token unless it is an EOS id) and ids >= ``spec.vocab_size`` are -inf.
+
+    EOS is allowed, mid-sequence too. KID rewrites y with the student's own predictions,
+    and a premature EOS is one of the student's mistakes, exactly the imperfect data it
+    should learn to recover from; the row is not cut there: the positions after that EOS
+    keep their gold (or filled) tokens and stay in the loss, which keeps the gold row's
+    mask. Pad is banned: it is the filler after a row's end, which no step learns to
+    predict (padding carries no loss), so it would be no prediction of the student's.
+    """
     ids = jnp.arange(logits.shape[-1])
-    banned = ids == mask_id
-    if vocab_size is not None:
-        banned = banned | (ids >= vocab_size)
+    banned = jnp.isin(ids, jnp.asarray(spec.banned_ids))
+    if spec.vocab_size is not None:
+        banned = banned | (ids >= spec.vocab_size)
     return jnp.where(banned, -jnp.inf, logits.astype(jnp.float32))
 
 
 def _draw(logits: jax.Array, rng: jax.Array, spec: Imperfection) -> jax.Array:
-    logits = fill_logits(logits, mask_id=spec.mask_id, vocab_size=spec.vocab_size)
+    logits = fill_logits(logits, spec)
     if spec.fill == "argmax":
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return jax.random.categorical(rng, logits / spec.fill_temperature, axis=-1).astype(jnp.int32)
@@ -199,8 +214,9 @@ def predict_cascade(
     spec: Imperfection,
 ) -> jax.Array:
     """[B, T] tokens decoded left to right: unmasked positions forced to the batch's targets
-    (padding included, so no row ends before its last target), masked ones predicted from
-    the already rewritten prefix with the KV cache."""
+    (padding included), masked ones predicted from the already rewritten prefix with the KV
+    cache. Every row is decoded to the full width T (no stop token): a masked position after
+    an EOS fill is still the student's prediction."""
     targets, _ = fwd.target_tokens(batch)
     prompt_ids, prompt_mask = batching.prompt_arrays(batch)
     width = targets.shape[1]
@@ -208,9 +224,9 @@ def predict_cascade(
 
     def banned_step(tokens, cache, i):
         logits, cache = step(tokens, cache, i)
-        return fill_logits(logits, mask_id=spec.mask_id, vocab_size=spec.vocab_size), cache
+        return fill_logits(logits, spec), cache
 
-    first = fill_logits(logits, mask_id=spec.mask_id, vocab_size=spec.vocab_size)
+    first = fill_logits(logits, spec)
     select = decoding.sampler(
         "greedy" if spec.fill == "argmax" else "sample",
         temperature=spec.fill_temperature,
@@ -224,7 +240,7 @@ def predict_cascade(
         max_new_tokens=width,
         select=select,
         rng=rng,
-        eos_id=spec.eos_ids,
+        eos_id=None,  # an EOS fill never ends a row: every masked position is predicted
     )
     return decoded.tokens
 
@@ -246,7 +262,7 @@ def imperfect_batch(
         gold_logits = jax.named_call(fwd.forward, name="predict")(
             module, jax.lax.stop_gradient(variables), batch
         )
-        entropy = token_entropy(gold_logits)
+        entropy = losses.token_entropy(fill_logits(gold_logits, spec))
     selected = choose_positions(
         eligible, spec.alpha, spec.strategy, rng=position_rng, entropy=entropy
     )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from kid import checkpoints as checkpoints_lib
-from kid import methods, models, sharding, synth, train
+from kid import methods, models, sharding, synth, teachers, train
 from kid.data import jsonio, pipeline, spider
 from kid.data import tokenizer as tokenizer_lib
 from kid.models import configs as model_configs
@@ -138,17 +138,31 @@ class Data:
     evals: dict[str, spider.Dataset]  # report split name -> dataset
 
 
+def training_eval_splits(config: ml_collections.ConfigDict) -> list[str]:
+    """The splits models evaluate on while training (e.g. val_in_domain.json), which the
+    eval stage need not report."""
+    return [
+        config[name].train.eval_split
+        for name in ("teacher", "student")
+        if name in config and config[name].train.eval_every and config[name].train.eval_split
+    ]
+
+
 def load_data(config: ml_collections.ConfigDict, data_dir: str, workdir: str) -> Data:
-    """The training split, the eval splits and the run's tokenizer (W/tokenizer)."""
+    """The training split, the splits evaluated (eval.splits, and those evaluated while
+    training) and the run's tokenizer (W/tokenizer)."""
     data_config = ml_collections.ConfigDict(config.data.to_dict())
     data_config.dir = data_dir
     pipeline.check_config(data_config)
-    for name in (data_config.train, *config.eval.splits):
+    splits = dict.fromkeys([*config.eval.splits, *training_eval_splits(config)])
+    for name in (data_config.train, *splits):
         path = os.path.join(data_dir, name)
         if data_config.source == "json" and not os.path.isfile(path):
-            raise ConfigError(f"data.train / eval.splits: {path} does not exist")
+            raise ConfigError(
+                f"data.train / eval.splits / *.train.eval_split: {path} does not exist"
+            )
     train = pipeline.load_split(data_config, data_config.train)
-    evals = {split_name(s): pipeline.load_split(data_config, s) for s in config.eval.splits}
+    evals = {split_name(s): pipeline.load_split(data_config, s) for s in splits}
     tok = pipeline.prepare_tokenizer(
         data_config, train, save_dir=os.path.join(workdir, "tokenizer")
     )
@@ -332,6 +346,35 @@ def check_same_tokenizer(tok: tokenizer_lib.Tokenizer, path: str, name: str) -> 
         ) from None
 
 
+def resolve_teachers(config: ml_collections.ConfigDict) -> None:
+    """Model checkpoints and the tokenizer written ``data/teachers/<name>`` point to where
+    that shipped teacher is installed (``kid.teachers.resolve``), from any folder."""
+    for field in ("teacher.checkpoint", "student.checkpoint", "data.tokenizer"):
+        section, key = field.split(".")
+        if section in config and config[section].get(key):
+            config[section][key] = teachers.resolve(config[section][key])
+
+
+def uses_shipped_teacher(config: ml_collections.ConfigDict) -> bool:
+    """Whether a stage of the run loads ``teacher.checkpoint`` as a shipped teacher."""
+    loads = "teacher" in config.stages or (
+        "student" in config.stages and config.get("method") != "sft"
+    )
+    section = config.get("teacher")
+    return bool(loads and section and teachers.is_shipped(section.checkpoint))
+
+
+def check_shipped_teacher(config: ml_collections.ConfigDict) -> None:
+    """The benchmark a shipped teacher is used with must be the one it was trained on."""
+    if not (uses_shipped_teacher(config) and "benchmark" in config.stages):
+        return
+    path = config.teacher.checkpoint
+    try:
+        teachers.check_benchmark_config(teachers.read_manifest(path), config.benchmark, path)
+    except teachers.DigestError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(config: ml_collections.ConfigDict, stages: Sequence[str]) -> None:
     """Refuses at start, naming the field, a config that would fail later."""
     unknown = [s for s in config.stages if s not in stages]
@@ -342,6 +385,7 @@ def validate(config: ml_collections.ConfigDict, stages: Sequence[str]) -> None:
             synth.check_databases(config.benchmark.databases, "benchmark.databases")
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    check_shipped_teacher(config)
     trains = {"teacher", "student", "baseline"} & set(config.stages)
     if not trains:
         return

@@ -17,9 +17,14 @@ Conventions shared by all of them:
   sliced to `vocab_size` (the tokenizer's real vocabulary) when given, else to
   min(Vs, Vt), before the softmax.
 - Temperature. Both logits are divided by T and the loss is multiplied by T^2
-  (Hinton et al. 2015): the gradient w.r.t. the logits then keeps roughly the same
-  magnitude for any T, so the KD weight keeps its meaning next to the cross-entropy
-  term. At T = 1 this is a no-op.
+  (Hinton et al. 2015): the gradient of a KL w.r.t. the logits then keeps roughly the
+  same magnitude for any T, so the KD weight keeps its meaning next to the
+  cross-entropy term. The rationale is the KL's; `t2_scale=False` drops the factor
+  (TVD, JSD and ABKD have other gradients). At T = 1 this is a no-op.
+- Normalisation. `normalize="token"` (default) returns the token sum and count;
+  `"sequence"` returns the sum of per-sequence means and the sequence count, the
+  paper's average over |y| per sequence. Both stay (sum, count), so accumulation and
+  multi-host means are exact either way.
 - Numerics. Logits are cast to float32 and everything stays in log space
   (log_softmax, logaddexp). Vocabulary entries whose logits are -inf for both models
   (a masked entry) contribute exactly 0, and terms p * log(...) use 0 log 0 = 0 with
@@ -100,10 +105,25 @@ def _drop_padding(logits: Array, mask: Array) -> Array:
     return jnp.where(mask[..., None] != 0, logits, 0)
 
 
-def _masked_sum(values: Array, mask: Array) -> tuple[Array, Array]:
-    """(sum of mask * values, sum of mask) as f32 scalars."""
+NORMALIZATIONS = ("token", "sequence")
+
+
+def _masked_sum(values: Array, mask: Array, normalize: str = "token") -> tuple[Array, Array]:
+    """(sum, count) of values [B, T] under mask [B, T], as f32 scalars.
+
+    "token": (sum of mask * values, sum of mask): the step's mean is over every token of
+    the batch, so longer sequences weigh more. "sequence": (sum over rows of each row's
+    masked mean, number of rows with a token): the step's mean is the paper's per-sequence
+    average over |y|. Either way the caller divides the global sum by the global count.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     mask = mask.astype(jnp.float32)
-    return jnp.sum(mask * values), jnp.sum(mask)
+    if normalize == "token":
+        return jnp.sum(mask * values), jnp.sum(mask)
+    lengths = jnp.sum(mask, axis=-1)
+    row_means = jnp.sum(mask * values, axis=-1) / jnp.maximum(lengths, 1e-9)
+    return jnp.sum(jnp.where(lengths > 0, row_means, 0.0)), jnp.sum(lengths > 0).astype(jnp.float32)
 
 
 # --- Elementwise terms: (log_q, log_p) [B, T, V] -> [B, T, V], summed over V later ------
@@ -202,6 +222,7 @@ def per_token(
     *,
     temperature: float = 1.0,
     vocab_size: int | None = None,
+    t2_scale: bool = True,
     **kwargs: float,
 ) -> Array:
     """Divergence `name` at every position, summed over the vocabulary, times T^2.
@@ -209,6 +230,8 @@ def per_token(
     Args:
       name: a key of DIVERGENCES.
       student_logits: [B, T, Vs]; teacher_logits: [B, T, Vt].
+      t2_scale: multiply by T^2 (Hinton's rescaling, derived for the KL's gradient); False
+        leaves the tempered divergence as it is (e.g. TVD, bounded by 1 at any T).
       kwargs: the divergence's own static hyperparameters (beta, lam, alpha).
 
     Returns:
@@ -218,16 +241,23 @@ def per_token(
         raise ValueError(f"unknown divergence {name!r}; known: {sorted(_TERMS)}")
     log_q, log_p, live = _log_probs(student_logits, teacher_logits, temperature, vocab_size)
     terms = jnp.where(live, _TERMS[name](log_q, log_p, **kwargs), 0.0)
-    return temperature**2 * jnp.sum(terms, axis=-1)
+    scale = temperature**2 if t2_scale else 1.0
+    return scale * jnp.sum(terms, axis=-1)
 
 
 def _reduce(
-    name: str, student_logits: Array, teacher_logits: Array, mask: Array, **kwargs
+    name: str,
+    student_logits: Array,
+    teacher_logits: Array,
+    mask: Array,
+    normalize: str = "token",
+    **kwargs,
 ) -> tuple[Array, Array]:
     _check_pair(student_logits, teacher_logits)
     student_logits = _drop_padding(student_logits, mask)
     teacher_logits = _drop_padding(teacher_logits, mask)
-    return _masked_sum(per_token(name, student_logits, teacher_logits, **kwargs), mask)
+    values = per_token(name, student_logits, teacher_logits, **kwargs)
+    return _masked_sum(values, mask, normalize)
 
 
 def _divergence(name: str, doc: str) -> Callable[..., tuple[Array, Array]]:
@@ -240,6 +270,8 @@ def _divergence(name: str, doc: str) -> Callable[..., tuple[Array, Array]]:
         *,
         temperature: float = 1.0,
         vocab_size: int | None = None,
+        t2_scale: bool = True,
+        normalize: str = "token",
         **options: float,
     ) -> tuple[Array, Array]:
         return _reduce(
@@ -247,8 +279,10 @@ def _divergence(name: str, doc: str) -> Callable[..., tuple[Array, Array]]:
             student_logits,
             teacher_logits,
             mask,
+            normalize,
             temperature=temperature,
             vocab_size=vocab_size,
+            t2_scale=t2_scale,
             **options,
         )
 
@@ -309,7 +343,12 @@ DIVERGENCES: dict[str, Callable[..., tuple[Array, Array]]] = {
 
 
 def cross_entropy(
-    logits: Array, targets: Array, mask: Array, *, vocab_size: int | None = None
+    logits: Array,
+    targets: Array,
+    mask: Array,
+    *,
+    vocab_size: int | None = None,
+    normalize: str = "token",
 ) -> tuple[Array, Array]:
     """Token cross-entropy -log softmax(logits)[target], reduced like the divergences.
 
@@ -317,6 +356,7 @@ def cross_entropy(
       logits: [B, T, V], sliced to `vocab_size` when given.
       targets: [B, T] int, each < the (sliced) vocabulary size.
       mask: [B, T] weights, 0 for padding.
+      normalize: "token" or "sequence" (`_masked_sum`).
 
     Returns:
       (loss_sum, token_count), f32 scalars.
@@ -327,4 +367,22 @@ def cross_entropy(
     v = _shared_vocab(vocab_size, logits=logits.shape[-1])
     log_probs = jax.nn.log_softmax(logits[..., :v].astype(jnp.float32))
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return _masked_sum(nll, mask)
+    return _masked_sum(nll, mask, normalize)
+
+
+def token_entropy(logits: Array) -> Array:
+    """[B, T] entropy (nats) of softmax(logits) [B, T, V], in float32; an id whose logit
+    is -inf (banned) has probability 0 and adds 0 log 0 = 0."""
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.sum(_xlog(log_p, log_p), axis=-1)
+
+
+def entropy(
+    logits: Array, mask: Array, *, vocab_size: int | None = None, normalize: str = "token"
+) -> tuple[Array, Array]:
+    """(summed entropy, count) of logits [B, T, V] under mask [B, T], sliced to
+    `vocab_size`: how sure a model is (a teacher near 0 nats carries little more than the
+    gold label)."""
+    logits = _drop_padding(logits, mask)
+    v = _shared_vocab(vocab_size, logits=logits.shape[-1])
+    return _masked_sum(token_entropy(logits[..., :v]), mask, normalize)

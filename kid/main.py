@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kid import job, loop, stages, synth
+from kid import job, loop, stages, synth, teachers
 from kid.data import jsonio
 
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py"
@@ -97,11 +98,18 @@ def _stage_list(stages) -> tuple[str, ...]:
     return tuple(s.strip() for item in items for s in item.split(",") if s.strip())
 
 
+def _command() -> str:
+    """The command line of this process, as a user would type it."""
+    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith("main.py") else []
+    return shlex.join(["python", "-m", "kid.main", *args])
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
     """Runs `config.stages` in order; returns the report also written to workdir."""
     workdir = os.path.abspath(workdir)
     config = ml_collections.ConfigDict(config.to_dict())
     config.stages = _stage_list(config.stages)
+    job.resolve_teachers(config)
     job.init_distributed(config)  # before anything starts the backend (validate's mesh)
     job.validate(config, tuple(STAGES))
     os.makedirs(workdir, exist_ok=True)
@@ -110,6 +118,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Report:
         jsonio.write_text_atomic(
             os.path.join(workdir, job.RUN_CONFIG_FILE), config.to_json_best_effort(indent=2) + "\n"
         )
+        jsonio.write_text_atomic(os.path.join(workdir, teachers.COMMAND_FILE), _command() + "\n")
     report: Report = {"stages": list(config.stages), "timings": {}, "models": {}}
     mesh = job.make_mesh(config) if "mesh" in config else None
     state = stages.Run(config, workdir, report, mesh, data_dir=_data_dir(config, workdir))

@@ -68,7 +68,11 @@ class KDConfig:
       vocab_size: the tokenizer's vocabulary (len(tokenizer)); logits of both models are
         sliced to it, so differently padded embedding tables compare correctly.
       pad_id, eos_id, mask_id: the tokenizer's special ids (mask_id for KID).
-      temperature: distillation temperature (losses scale by T^2).
+      temperature: distillation temperature.
+      t2_scale: multiply the divergence by T^2 (Hinton's rescaling of the KL's gradient).
+      normalize: "token" (each term's global sum over its global token count, so longer
+        SQL weighs more) or "sequence" (the mean over sequences of each one's average over
+        |y|, the paper's); for the divergence and the CE alike.
       kd_weight, ce_weight: weights of the divergence and of the auxiliary CE on gold.
       divergence: "" for the method's default, else a kid.losses.DIVERGENCES name.
       jsd_beta, skew_lambda, ab_alpha, ab_beta: divergence options.
@@ -90,6 +94,8 @@ class KDConfig:
     eos_id: int | tuple[int, ...] = 1
     mask_id: int | None = None
     temperature: float = 1.0
+    t2_scale: bool = True
+    normalize: str = "token"
     kd_weight: float = 1.0
     ce_weight: float = 1.0
     divergence: str = ""
@@ -128,6 +134,7 @@ class KDConfig:
         return imperfect.Imperfection(
             mask_id=self.mask_id,
             eos_id=self.eos_id,
+            pad_id=self.pad_id,
             alpha=self.alpha,
             strategy=self.strategy,
             fill=self.fill,
@@ -172,6 +179,8 @@ def check_config(cfg: KDConfig) -> None:
         if cfg.mask_id is None:
             raise ValueError(f"method {cfg.method!r} needs mask_id (the tokenizer's mask token)")
         cfg.imperfection(cascade=False)  # validates alpha, strategy, fill
+    if cfg.normalize not in losses.NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {losses.NORMALIZATIONS}, got {cfg.normalize!r}")
     for name in ("on_policy_fraction", "student_fraction"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
@@ -233,7 +242,9 @@ def cross_entropy(
 ) -> tuple[jax.Array, jax.Array]:
     """(summed cross-entropy, token count) of target logits [B, T, V] on the batch's targets."""
     targets, mask = fwd.targets_and_mask(batch)
-    return losses.cross_entropy(logits, targets, mask, vocab_size=cfg.vocab_size)
+    return losses.cross_entropy(
+        logits, targets, mask, vocab_size=cfg.vocab_size, normalize=cfg.normalize
+    )
 
 
 def divergence(student_logits, teacher_logits, batch: fwd.Batch, cfg: KDConfig) -> tuple:
@@ -247,20 +258,45 @@ def divergence(student_logits, teacher_logits, batch: fwd.Batch, cfg: KDConfig) 
         mask,
         temperature=cfg.temperature,
         vocab_size=cfg.vocab_size,
+        t2_scale=cfg.t2_scale,
+        normalize=cfg.normalize,
         **cfg.divergence_options(),
     )
 
 
+def teacher_terms(teacher_logits, batch: fwd.Batch, gold: fwd.Batch, cfg: KDConfig) -> dict:
+    """Weight-0 terms that check the wiring at the positions the KD term uses: the
+    teacher's CE on the gold tokens there, its argmax agreement with them and its entropy.
+
+    A teacher fed another layout or misaligned by one position shows a large CE and a low
+    agreement at once; a near-zero entropy says it carries little beyond the gold label.
+    ``gold`` has the batch's target shape (gold itself, or the batch when it has no gold).
+    """
+    _, mask = fwd.targets_and_mask(batch)
+    targets, _ = fwd.targets_and_mask(gold)
+    v = cfg.vocab_size or teacher_logits.shape[-1]
+    agree = (jnp.argmax(teacher_logits[..., :v], axis=-1) == targets).astype(jnp.float32)
+    real = mask.astype(jnp.float32)
+    return {
+        "teacher_ce": (0.0, *losses.cross_entropy(teacher_logits, targets, mask, vocab_size=v)),
+        "teacher_agree": (0.0, jnp.sum(agree * real), jnp.sum(real)),
+        "teacher_entropy": (0.0, *losses.entropy(teacher_logits, mask, vocab_size=v)),
+    }
+
+
 def _distill(variables, frozen, batch, rng, cfg: KDConfig, gold: fwd.Batch | None) -> tuple:
-    """kd_weight * D(student || teacher) on ``batch`` (+ ce_weight * CE on ``gold``)."""
+    """kd_weight * D(student || teacher) on ``batch`` (+ ce_weight * CE on ``gold``), with the
+    teacher's wiring checks (``teacher_terms``)."""
     student = _student_logits(variables, batch, rng, cfg)
-    kd = divergence(student, _teacher_logits(frozen, batch, cfg), batch, cfg)
+    teacher = _teacher_logits(frozen, batch, cfg)
+    kd = divergence(student, teacher, batch, cfg)
+    checks = teacher_terms(teacher, batch, batch if gold is None else gold, cfg)
     if gold is None:
         zero = jnp.zeros_like(kd[0])
-        return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, zero, zero))
+        return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, zero, zero), **checks)
     gold_student = student if gold is batch else _student_logits(variables, gold, rng, cfg)
     ce = cross_entropy(gold_student, gold, cfg)
-    return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, *ce))
+    return combine(kd=(cfg.kd_weight, *kd), ce=(cfg.ce_weight, *ce), **checks)
 
 
 def _continuations(module, variables, batch, rng, cfg: KDConfig, method: str) -> fwd.Batch:

@@ -6,15 +6,22 @@ The report dict is built by `kid.main`'s stages:
    "method": str, "timings": {stage: seconds}, "benchmark": {...}, ...}
 with ex / em / ts fractions in [0, 1] (None where nothing was scored). report.md leads with
 the answer to the first question a reader has: did the distilled student beat the plain
-fine-tuned baseline of the same size and budget?
+fine-tuned baseline of the same size and budget? An EX gap of a point or two on a few
+hundred examples is within noise, so where both were evaluated `write_report` adds
+report["comparison"] (CONTRACT 5): the gap with a 95% interval from a paired bootstrap
+over the per-example verdicts in W/<model>/eval/<split>.jsonl (CONTRACT 3's format, written
+by the eval stage), and report.md's first line states it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from kid import metrics_log
 from kid.data import jsonio
@@ -25,6 +32,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
 _MODEL_ORDER = ("teacher", "baseline", "student")  # listed first, in this order
+_COMPARED_SPLIT = "dev_in_domain"  # the split the comparison prefers, where both have it
+_log = logging.getLogger(__name__)
 
 
 def _level_metrics(level: Mapping[str, Any]) -> dict:
@@ -59,6 +68,94 @@ def summarize_verdicts(verdicts: Sequence[Verdict]) -> dict:
     }
 
 
+def verdicts_path(workdir: str, model: str, split: str) -> str:
+    """W/<model>/eval/<split>.jsonl: one model's per-example verdicts on a split."""
+    return os.path.join(workdir, model, "eval", f"{split}.jsonl")
+
+
+def read_verdicts(path: str) -> list[Verdict] | None:
+    """The verdicts of a CONTRACT 3 per-example file, in order; None when there is none."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [Verdict(**json.loads(line)) for line in f if line.strip()]
+
+
+def paired_comparison(
+    student_exec: Sequence[int | None],
+    baseline_exec: Sequence[int | None],
+    *,
+    split: str,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """Student vs baseline EX on the same examples, with the uncertainty of the gap.
+
+    {"split", "student_ex", "baseline_ex", "diff" (student - baseline), "ci95": [lo, hi],
+    "both", "student_only", "baseline_only", "neither" (right-answer counts), "n"}, EX as
+    fractions. The EX convention is `kid.sql.report.summarize`'s: a None verdict (not
+    scored: missing or unreadable database) is left out, not counted wrong, so an example
+    None for either model is dropped and n counts the others; the EXs then equal the
+    report's wherever the two models' None verdicts coincide (they share the databases).
+    ci95 is the 2.5 / 97.5 percentile interval of the gap over `n_boot` resamples of the
+    examples with replacement, the same resample for both models (pairing cancels the
+    difficulty of examples both models share, so the interval is far narrower than two
+    independent ones). Deterministic for a seed; ValueError when no example is scored for
+    both.
+    """
+    pairs = np.array(
+        [(s, b) for s, b in zip(student_exec, baseline_exec, strict=True) if None not in (s, b)],
+        dtype=np.int8,
+    ).reshape(-1, 2)
+    n = len(pairs)
+    if n == 0:
+        raise ValueError(f"{split}: no example scored for both student and baseline")
+    student, baseline = pairs.T
+    resamples = np.random.default_rng(seed).integers(0, n, size=(n_boot, n), dtype=np.int32)
+    diffs = (student - baseline)[resamples].mean(axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "split": split,
+        "student_ex": float(student.mean()),
+        "baseline_ex": float(baseline.mean()),
+        "diff": float(student.mean() - baseline.mean()),
+        "ci95": [float(lo), float(hi)],
+        "both": int(np.sum(student & baseline)),
+        "student_only": int(np.sum(student > baseline)),
+        "baseline_only": int(np.sum(student < baseline)),
+        "neither": int(np.sum((student | baseline) == 0)),
+        "n": n,
+    }
+
+
+def _comparison_split(evals: Mapping) -> str | None:
+    """dev_in_domain where student and baseline both have it, else the student's first
+    split that the baseline has too."""
+    shared = [s for s in evals.get("student", {}) if s in evals.get("baseline", {})]
+    if not shared:
+        return None
+    return _COMPARED_SPLIT if _COMPARED_SPLIT in shared else shared[0]
+
+
+def comparison(workdir: str, report: Mapping) -> dict | None:
+    """`paired_comparison` of student and baseline from their verdict files in workdir;
+    None (no comparison, not a failed report) when a file is missing, the two files are not
+    of the same examples, or no example was scored for both."""
+    split = _comparison_split(report.get("eval", {}))
+    if split is None:
+        return None
+    files = [verdicts_path(workdir, m, split) for m in ("student", "baseline")]
+    student, baseline = (read_verdicts(f) for f in files)
+    if student is None or baseline is None:
+        return None
+    if [(v.idx, v.db_id) for v in student] != [(v.idx, v.db_id) for v in baseline]:
+        _log.warning("no comparison: %s and %s hold different examples", *files)
+        return None
+    if all(None in (s.exec, b.exec) for s, b in zip(student, baseline, strict=True)):
+        return None
+    return paired_comparison([v.exec for v in student], [v.exec for v in baseline], split=split)
+
+
 def _jsonable(obj: Any) -> Any:
     """`obj` with numpy / jax scalars as Python numbers and NaN / inf as None (valid JSON)."""
     if isinstance(obj, Mapping):
@@ -86,10 +183,12 @@ def _logged_models(workdir: str) -> list[str]:
 
 
 def write_report(workdir: str, report: Mapping) -> None:
-    """Writes report.json (atomically), report.png (when any model logged metrics) and
-    report.md in workdir."""
+    """Writes report.json (atomically; with "comparison" where `comparison` gives one),
+    report.png (when any model logged metrics) and report.md in workdir."""
     os.makedirs(workdir, exist_ok=True)
     report = _jsonable(report)
+    if (paired := comparison(workdir, report)) is not None:
+        report["comparison"] = paired
     jsonio.write_text_atomic(
         os.path.join(workdir, REPORT_JSON), json.dumps(report, indent=2) + "\n"
     )
@@ -134,9 +233,35 @@ def _splits(evals: Mapping) -> list[str]:
     return list(dict.fromkeys(s for per_model in evals.values() for s in per_model))
 
 
+def _points(fraction: float) -> str:
+    """A signed gap in percentage points, "+1.7" (never "-0.0")."""
+    return f"{round(100 * fraction, 1) + 0.0:+.1f}"
+
+
+def _comparison_line(report: Mapping) -> str:
+    """The answer with its uncertainty, from report["comparison"]; the method from the
+    student's own record where the student stage did not run (an eval-only resume)."""
+    c = report["comparison"]
+    split = c["split"]
+    student = report.get("models", {}).get("student", {})
+    method = (report.get("method") or student.get("method", "")).upper()
+    line = (
+        f"{method} student {_percent(c['student_ex'])} vs SFT baseline "
+        f"{_percent(c['baseline_ex'])} EX on {split}: {_points(c['diff'])} points "
+        f"(95% CI {_points(c['ci95'][0])} to {_points(c['ci95'][1])}, "
+        f"paired bootstrap over {c['n']} examples)"
+    ).lstrip()
+    teacher = report.get("eval", {}).get("teacher", {}).get(split, {}).get("ex")
+    return line if teacher is None else f"{line}; teacher {_percent(teacher)}"
+
+
 def answer(report: Mapping) -> str | None:
-    """The line that answers "did distillation beat plain fine-tuning?": student EX on dev
-    (else its first split): X% vs baseline Y% vs teacher Z%, and the gain in points."""
+    """The line that answers "did distillation beat plain fine-tuning?". With a comparison:
+    student and baseline EX on its split, the gap in points with its 95% interval, and the
+    teacher's EX there. Without one: student EX on dev (else its first split): X% vs
+    baseline Y% vs teacher Z%, and the gain in points."""
+    if "comparison" in report:
+        return _comparison_line(report)
     evals = report.get("eval", {})
     student = evals.get("student")
     if not student:
@@ -152,6 +277,13 @@ def answer(report: Mapping) -> str | None:
         gain = round(100 * ex["student"], 1) - round(100 * ex["baseline"], 1)
         line += f" (student - baseline: {gain:+.1f} points)"
     return line
+
+
+def _paired_table(c: Mapping) -> list[str]:
+    """How the compared split's examples fall: right for both, one or neither model."""
+    header = ["both right", "student only", "baseline only", "neither", "n"]
+    keys = ("both", "student_only", "baseline_only", "neither", "n")
+    return _table(header, [[_count(c[k]) for k in keys]], left=0)
 
 
 def _eval_table(evals: Mapping, models: Sequence[str]) -> list[str]:
@@ -207,14 +339,17 @@ def _benchmark_text(benchmark: Mapping) -> str:
 
 
 def markdown(report: Mapping, *, plot: str | None) -> str:
-    """report.md: the answer line, EX / EM / TS per model and split, the same by hardness,
-    the models, the stage timings and the training-curve plot (`plot`, a path relative to
-    report.md, or None)."""
+    """report.md: the answer line (its first line where there is a comparison, followed by
+    the paired counts; else under a title), EX / EM / TS per model and split, the same by
+    hardness, the models, the stage timings and the training-curve plot (`plot`, a path
+    relative to report.md, or None)."""
     evals = report.get("eval", {})
     models = model_names(report)
-    lines = ["# kid report", ""]
-    if (line := answer(report)) is not None:
-        lines += [f"**{line}**", ""]
+    line = answer(report)
+    if "comparison" in report:
+        lines = [line, "", *_paired_table(report["comparison"]), ""]
+    else:
+        lines = ["# kid report", "", *([f"**{line}**", ""] if line is not None else [])]
     if "method" in report:
         lines += [f"method: `{report['method']}`", ""]
     if evals:

@@ -22,10 +22,11 @@ import numpy as np
 from absl import logging
 
 from kid import checkpoints as checkpoints_lib
-from kid import inference, job, loop, methods, models, train
+from kid import inference, job, loop, methods, models, teachers, train
 from kid import report as report_lib
 from kid.data import encoding, grouping, jsonio, pipeline
 from kid.models import forward as fwd
+from kid.sql import sql_files
 
 Report = dict[str, Any]
 MODEL_NAMES = ("teacher", "baseline", "student")
@@ -292,9 +293,21 @@ def train_model(
 # Stages.
 
 
+def _check_shipped_teacher(run: Run, path: str) -> None:
+    """A shipped teacher's training file and tokenizer digests must match this run's."""
+    if not teachers.is_shipped(path):
+        return
+    train_file = os.path.join(run.data_dir, run.config.data.train)
+    try:
+        teachers.check_files(teachers.read_manifest(path), train_file, run.data.tok, path)
+    except teachers.DigestError as e:
+        raise job.ConfigError(str(e)) from None
+
+
 def teacher(run: Run) -> None:
     section = run.config.teacher
     if section.checkpoint and section.train.steps == 0:
+        _check_shipped_teacher(run, section.checkpoint)
         spec, variables = job.load_checkpoint_model(section, run.data.tok, run.mesh, "teacher")
         run.report["models"]["teacher"] = {
             "params": _param_count(variables["params"]),
@@ -328,11 +341,16 @@ def baseline(run: Run) -> None:
 
 
 def _evaluate_model(run: Run, name: str, split: str) -> dict:
+    """A model's summary on a split. W/<model>/eval/ keeps it (<split>.json, by checkpoint
+    step) with the predictions (<split>.sql) and the per-example verdicts (<split>.jsonl,
+    `kid.evaluate --per-example`'s format, for the report's paired comparison); a cached
+    summary is reused only beside its verdicts, else the split is decoded and scored again."""
     spec, variables = run.models[name]
     step = run.report["models"][name].get("steps", 0)
     cache = os.path.join(run.model_dir(name), "eval", f"{split}.json")
+    per_example = report_lib.verdicts_path(run.workdir, name, split)
     cached = _read_json(cache)
-    if cached is not None and cached.get("step") == step:
+    if cached is not None and cached.get("step") == step and os.path.isfile(per_example):
         return cached["summary"]
     batches, encoded, options = _eval_batches(run, split, spec.module)
     start = time.perf_counter()
@@ -343,12 +361,14 @@ def _evaluate_model(run: Run, name: str, split: str) -> dict:
     summary: dict = {}
     if run.is_main:
         with _scorer(run, split) as scorer:
-            summary = report_lib.summarize_verdicts(scorer.score(inference.golds(encoded), sql))
+            verdicts = scorer.score(inference.golds(encoded), sql)
+        summary = report_lib.summarize_verdicts(verdicts)
         summary["decode_s"] = decode_s
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         with open(os.path.join(os.path.dirname(cache), f"{split}.sql"), "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in sql))
-        jsonio.write_json_atomic(cache, {"step": step, "summary": summary})
+        sql_files.write_jsonl(per_example, (v.to_json() for v in verdicts))
+        jsonio.write_json_atomic(cache, {"step": step, "summary": summary})  # last: the cache
     return summary
 
 
@@ -362,10 +382,11 @@ def evaluate(run: Run) -> None:
             method = "sft" if name != "student" else run.config.method
             run.models[name] = train_model(run, name, section, method, run.models.get("teacher"))
     evals = run.report.setdefault("eval", {})
+    reported = [job.split_name(s) for s in run.config.eval.splits]  # not val_in_domain
     for name in MODEL_NAMES:
         if name not in run.models:
             continue
-        for split in run.data.evals:
+        for split in reported:
             summary = _evaluate_model(run, name, split)
             evals.setdefault(name, {})[split] = summary
             if summary:

@@ -166,7 +166,8 @@ def _flat(config: ml_collections.ConfigDict) -> dict:
 
 @pytest.mark.parametrize("arg", ["", "runlocal"])
 def test_demo_decoder_is_demo_with_decoder_only_models(arg):
-    demo, decoder = _flat(_build("demo", arg)), _flat(_build("demo_decoder", arg))
+    """demo.py's scratch variant (the shipped teacher is a T5) with decoder-only models."""
+    demo, decoder = _flat(_build("demo", arg or "scratch")), _flat(_build("demo_decoder", arg))
     changed = {k for k in demo.keys() | decoder.keys() if demo.get(k) != decoder.get(k)}
     core = {"data.layout", "data.prompt_style", "data.prompt_buckets"}
     core |= {"teacher.preset", "student.preset"}

@@ -10,6 +10,8 @@ from kd_fixtures import EOS, FAMILIES, PAD, make_batch, random_rows, tiny_module
 
 from kid import decoding
 from kid import exposure_bias as eb
+from kid.data import batching
+from kid.models import forward as fwd
 
 # --- A bigram teacher and student: the logits of token t are table[token t - 1] -----------
 
@@ -120,25 +122,67 @@ def test_monte_carlo_curve_matches_enumeration():
             horizons=HORIZONS,
         )
     )(jax.random.key(0))
-    kl = bigram_kl()
+    exact, stderr = {}, {}
     for name, table in (("R", STUDENT), ("eps", TEACHER)):
         tokens, lengths, weights = all_sequences(table)
-        # Per-sequence accumulated KL, for the standard error of an n-sample mean.
-        prev = np.concatenate([np.full((len(tokens), 1), START), tokens[:, :-1]], 1)
-        per_row = np.cumsum(np.where(np.arange(L) < lengths[:, None], kl[prev], 0), 1)
-        per_row = per_row[:, np.array(HORIZONS) - 1]
-        mean = weights @ per_row
-        stderr = np.sqrt(np.maximum(weights @ per_row**2 - mean**2, 0) / n)
-        np.testing.assert_allclose(mean, [expected_accumulated_kl(table, h) for h in HORIZONS])
-        error = np.abs(np.asarray(curve[name]) - mean)
-        assert np.all(error <= 4 * stderr + 1e-6), (name, error, stderr)
-    r, eps = ([expected_accumulated_kl(t, h) for h in HORIZONS] for t in (STUDENT, TEACHER))
+        per_row = np_accumulated(tokens, lengths)  # for the standard error of an n-sample mean
+        exact[name] = weights @ per_row
+        stderr[name] = np.sqrt(np.maximum(weights @ per_row**2 - exact[name] ** 2, 0) / n)
+        np.testing.assert_allclose(
+            exact[name], [expected_accumulated_kl(table, h) for h in HORIZONS]
+        )
+        error = np.abs(np.asarray(curve[name]) - exact[name])
+        assert np.all(error <= 4 * stderr[name] + 1e-6), (name, error, stderr[name])
+    r, eps = exact["R"], exact["eps"]
     # The first token sees only the start token; later, the student's own prefixes cost more.
     np.testing.assert_allclose(r[0], eps[0])
-    assert np.all(np.array(r[1:]) > eps[1:])
-    np.testing.assert_allclose(
-        curve["exacc_err"], (curve["R"] - curve["eps"]) / curve["eps"] * 100, rtol=1e-5
+    assert np.all(r[1:] > eps[1:])
+    # ExAccErr against the exact one, within 4 standard errors (delta method; R and eps come
+    # from independent samples). At l = 1 both are KL_0 exactly, so ExAccErr(1) = 0.
+    exacc_stderr = 100 * np.sqrt(stderr["R"] ** 2 / eps**2 + r**2 * stderr["eps"] ** 2 / eps**4)
+    error = np.abs(np.asarray(curve["exacc_err"]) - (r - eps) / eps * 100)
+    assert np.all(error <= 4 * exacc_stderr + 1e-3), (error, exacc_stderr)
+
+
+def np_accumulated(tokens, lengths):
+    """[N, len(HORIZONS)] float64 sum_{t < min(l, length)} KL_t of bigram rows [N, L]."""
+    prev = np.concatenate([np.full((len(tokens), 1), START), tokens[:, :-1]], 1)
+    per_row = np.cumsum(np.where(np.arange(L) < lengths[:, None], bigram_kl()[prev], 0), 1)
+    return per_row[:, np.array(HORIZONS) - 1]
+
+
+def test_curve_on_the_sampled_rows_matches_numpy():
+    """R, eps and ExAccErr recomputed in numpy from the very rows each sampler drew (the
+    samplers record them; the curve runs eagerly), with row weights, some 0."""
+    n = 64
+    weights = np.random.default_rng(0).random(n) * (np.arange(n) % 5 != 0)
+    drawn = {}
+
+    def recording(name, table):
+        sample = bigram_sampler(table, n)
+
+        def fn(rng):
+            drawn[name] = sample(rng)
+            return drawn[name]
+
+        return fn
+
+    curve = eb.exposure_bias_curve(
+        recording("R", STUDENT),
+        recording("eps", TEACHER),
+        bigram_score,
+        jax.random.key(2),
+        horizons=HORIZONS,
+        weights=jnp.asarray(weights),
     )
+    expected = {}
+    for name, decoded in drawn.items():
+        per_row = np_accumulated(np.asarray(decoded.tokens), np.asarray(decoded.lengths))
+        expected[name] = weights @ per_row / weights.sum()
+    expected["exacc_err"] = (expected["R"] - expected["eps"]) / expected["eps"] * 100
+    assert not np.allclose(expected["R"][1:], expected["eps"][1:])
+    for name in ("R", "eps", "exacc_err"):
+        np.testing.assert_allclose(curve[name], expected[name], rtol=1e-5, atol=1e-4)
 
 
 def test_exacc_err_zero_over_zero_is_zero():
@@ -171,6 +215,48 @@ def test_horizons_are_checked():
 # --- kid models ---------------------------------------------------------------------------
 
 MODEL_HORIZONS, NEW_TOKENS, SAMPLES = (1, 2, 4, 6), 6, 4
+
+
+def np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def np_model_curve(family, module, student_vars, teacher_vars, batch):
+    """R, eps and ExAccErr in float64 numpy on the rows `exposure_bias` samples: each prompt
+    SAMPLES times, the student with the first key of split(rng), the teacher with the second
+    (`exposure_bias_curve`); each row scored by full forwards of a batch built anew."""
+    repeated = {k: np.repeat(v, SAMPLES, axis=0) for k, v in batch.items()}
+    prompt_ids, prompt_mask = map(np.asarray, batching.prompt_arrays(repeated))
+    prompts = [ids[mask > 0] for ids, mask in zip(prompt_ids, prompt_mask, strict=True)]
+    weights = repeated["weights"].astype(np.float64)
+    horizons = np.array(MODEL_HORIZONS) - 1
+    keys = jax.random.split(jax.random.key(1))
+    out = {}
+    for name, variables, key in (("R", student_vars, keys[0]), ("eps", teacher_vars, keys[1])):
+        decoded = decoding.generate(
+            module,
+            variables,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=NEW_TOKENS,
+            method="sample",
+            rng=key,
+            eos_id=EOS,
+            pad_id=PAD,
+        )
+        tokens, lengths = np.asarray(decoded.tokens), np.asarray(decoded.lengths)
+        rows = [row[:n] for row, n in zip(tokens, lengths, strict=True)]
+        rebuilt = make_batch(family, prompts, rows, target_len=NEW_TOKENS)
+        log_p, log_q = (
+            np_log_softmax(np.asarray(fwd.forward(module, v, rebuilt), np.float64))
+            for v in (teacher_vars, student_vars)
+        )
+        kl = np.sum(np.exp(log_p) * (log_p - log_q), -1)  # KL(teacher || student) [N, L]
+        kl = np.where(np.arange(NEW_TOKENS) < lengths[:, None], kl, 0.0)
+        out[name] = weights @ np.cumsum(kl, 1)[:, horizons] / weights.sum()
+    out["exacc_err"] = (out["R"] - out["eps"]) / out["eps"] * 100
+    return out
 
 
 def run(module, student_vars, teacher_vars, batch):
@@ -208,7 +294,10 @@ def test_kid_models(family):
     assert np.all(np.isfinite(r)) and np.all(r > 0) and np.all(eps > 0)
     assert np.all(np.diff(r) >= 0) and np.all(np.diff(eps) >= 0)
     np.testing.assert_allclose(r[0], eps[0], rtol=1e-5)  # the first token sees only the prompt
-    np.testing.assert_allclose(out["exacc_err"], (r - eps) / eps * 100, rtol=1e-4, atol=1e-3)
+    expected = np_model_curve(family, module, student, teacher, batch([1, 1, 1, 0]))
+    for key in ("R", "eps"):
+        np.testing.assert_allclose(out[key], expected[key], rtol=1e-4)
+    np.testing.assert_allclose(out["exacc_err"], expected["exacc_err"], rtol=1e-3, atol=1e-3)
 
     # The padding row's content does not matter, and it counts in neither the sum nor the
     # normaliser: with weight 1 the result is the 3 : 1 mixture (same shapes, same samples).

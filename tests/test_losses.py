@@ -226,10 +226,39 @@ def test_teacher_zero_probability_is_finite(name):
         assert np.all(np.isfinite(g))
 
 
-def test_bf16_logits_are_computed_in_f32():
-    s, t, mask = random_inputs(seed=10)
-    loss_sum, _ = call("fkl", s.astype(jnp.bfloat16), t.astype(jnp.bfloat16), mask)
-    assert loss_sum.dtype == jnp.float32
+def bf16_inputs(seed):
+    """bf16 logits and their exact float64 values (bf16 -> f64 is exact), and the mask."""
+    s, t, mask = random_inputs(seed=seed)
+    s16, t16 = jnp.asarray(s, jnp.bfloat16), jnp.asarray(t, jnp.bfloat16)
+    return s16, t16, np.asarray(s16, np.float64), np.asarray(t16, np.float64), mask
+
+
+@pytest.mark.parametrize("name, kw", CASES, ids=CASE_IDS)
+def test_bf16_logits_are_computed_in_f32(name, kw):
+    """bf16 logits give the value of their numbers computed in float32: float64 numpy on
+    the same numbers within f32 accuracy (bf16 arithmetic is off by ~1e-2, see below)."""
+    s16, t16, s64, t64, mask = bf16_inputs(seed=10)
+    opts = dict(temperature=2.0, **kw)
+    loss_sum, _ = call(name, s16, t16, mask, **opts)
+    want_sum, _ = np_reference(name, s64, t64, mask, **opts)
+    np.testing.assert_allclose(loss_sum, want_sum, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_arithmetic_would_fail_the_f32_check():
+    """The check above can fail: fkl carried out in bf16 (log_softmax, products and the sum
+    over the vocabulary) misses the float64 value by far more than its tolerance. And the
+    cross-entropy of bf16 logits is float32 too."""
+    s16, t16, s64, t64, mask = bf16_inputs(seed=10)
+    want, _ = np_reference("fkl", s64, t64, mask)
+    log_q, log_p = jax.nn.log_softmax(s16), jax.nn.log_softmax(t16)
+    per_token = jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1)
+    in_bf16 = float(jnp.sum(jnp.asarray(mask, jnp.bfloat16) * per_token))
+    assert abs(in_bf16 - want) > 100 * (1e-5 * abs(want) + 1e-5)
+    targets = np.argmax(t64, -1)
+    got, _ = losses.cross_entropy(s16, jnp.asarray(targets), jnp.asarray(mask))
+    log_probs = np.log(np_softmax(s64))
+    nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(got, np.sum(mask * nll), rtol=1e-5)
 
 
 JIT_KWARGS = {

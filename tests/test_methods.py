@@ -14,7 +14,7 @@ import pytest
 from kd_fixtures import EOS, FAMILIES, PAD, make_batch, random_rows, tiny_module, tiny_variables
 from model_helpers import jitted_apply
 
-from kid import imperfect, losses, methods, models
+from kid import methods, models
 
 MASK = 127
 VOCAB = 128  # the tokenizer's vocabulary; the teacher pads its table to 136 rows
@@ -112,14 +112,22 @@ def log_softmax(x):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def ref_divergence(name, student, teacher, mask):
+def ref_divergence(name, student, teacher, mask, *, lam=0.1, alpha=0.5, beta=0.5):
+    """Token mean of a divergence of p (teacher) and q (student) from its definition."""
     log_q, log_p = log_softmax(student), log_softmax(teacher)
     q, p = np.exp(log_q), np.exp(log_p)
-    per_token = {
-        "fkl": (p * (log_p - log_q)).sum(-1),
-        "rkl": (q * (log_q - log_p)).sum(-1),
-        "tvd": 0.5 * np.abs(p - q).sum(-1),
-    }[name]
+    if name == "skew_rkl":  # KL(q || lam q + (1 - lam) p)
+        per_token = (q * (log_q - np.log(lam * q + (1 - lam) * p))).sum(-1)
+    elif name == "abkd":  # D_AB^(alpha, beta)(p || q), alpha, beta, alpha + beta != 0
+        s = alpha + beta
+        mixed = p**alpha * q**beta - alpha / s * p**s - beta / s * q**s
+        per_token = -mixed.sum(-1) / (alpha * beta)
+    else:
+        per_token = {
+            "fkl": (p * (log_p - log_q)).sum(-1),
+            "rkl": (q * (log_q - log_p)).sum(-1),
+            "tvd": 0.5 * np.abs(p - q).sum(-1),
+        }[name]
     return (per_token * mask).sum() / mask.sum()
 
 
@@ -178,12 +186,10 @@ def _reference(pair, method, options):
             pair.teacher, pair.teacher_vars, pair.family, pair.prompts, pair.targets, 8
         )
         if method == "skew_rkl":
-            fn, kwargs = losses.skew_rkl, dict(lam=options["skew_lambda"])
+            kwargs = dict(lam=options["skew_lambda"])
         else:
-            fn, kwargs = losses.abkd, dict(alpha=options["ab_alpha"], beta=options["ab_beta"])
-        f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-        total, count = fn(f32(s), f32(t), f32(mask), **kwargs)
-        return ref_gold_ce(pair) + float(total / count)
+            kwargs = dict(alpha=options["ab_alpha"], beta=options["ab_beta"])
+        return ref_gold_ce(pair) + ref_divergence(method, s, t, mask, **kwargs)
     if method in ("kid", "kid_cascade"):
         return ref_distill(
             pair, "rkl", _ref_rewrite(pair, cascade=method == "kid_cascade"), with_ce=True
@@ -213,23 +219,34 @@ def ref_gold_ce(pair):
     return ref_ce(g, pair.targets, mask)
 
 
+def _ref_uniform_positions(targets, width, alpha=0.5):
+    """[B, width] bool: uniform masking of each row's tokens before its EOS (the targets
+    here end in their only EOS): k = max(1, round(alpha n)) of the n, at the centred,
+    evenly spaced ordinals ceil((j + 1/2) n / k) - 1, j < k."""
+    selected = np.zeros((len(targets), width), bool)
+    for i, row in enumerate(targets):
+        n = list(row).index(EOS)
+        k = max(1, round(alpha * n))
+        selected[i, [-(-(2 * j + 1) * n // (2 * k)) - 1 for j in range(k)]] = True
+    return selected
+
+
 def _ref_rewrite(pair, *, cascade):
-    """y_hat for uniform masking at alpha 0.5 with argmax fills, filled in parallel (every
-    masked position sees the mask token) or left to right (cascade)."""
+    """y_hat for uniform masking at alpha 0.5 with argmax fills (never the mask token nor
+    PAD), filled in parallel (every masked position sees the mask token) or left to right
+    (cascade)."""
     width = 8
     gold = np.zeros((3, width), np.int64)
-    real = np.zeros((3, width), bool)
     for i, row in enumerate(pair.targets):
-        gold[i, : len(row)], real[i, : len(row)] = row, True
-    eligible = imperfect.eligible_positions(jnp.asarray(gold), jnp.asarray(real), (EOS,))
-    selected = np.asarray(imperfect.choose_positions(eligible, 0.5, "uniform"))
+        gold[i, : len(row)] = row
+    selected = _ref_uniform_positions(pair.targets, width)
 
     def argmax_given(tokens):
         rows = [tokens[i, : len(r)] for i, r in enumerate(pair.targets)]
         logits, _ = ref_logits(
             pair.student, pair.student_vars, pair.family, pair.prompts, rows, width
         )
-        logits[..., MASK] = -np.inf
+        logits[..., [MASK, PAD]] = -np.inf
         return logits.argmax(-1)
 
     if not cascade:
@@ -283,6 +300,14 @@ def test_method_loss_and_one_jitted_optimizer_step(pair, method, options):
     assert np.isfinite(norm) and norm > 0
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), trainable, new)
     assert any(jax.tree.leaves(changed))
+
+
+def test_kid_rewrite_takes_the_tokenizer_ids(pair):
+    """The rewrite bans the configured pad id (and the mask token) from its fills."""
+    for pad in (PAD, 5):
+        spec = pair.cfg("kid_cascade", pad_id=pad).imperfection(cascade=True)
+        assert (spec.mask_id, spec.eos_ids, spec.pad_id) == (MASK, (EOS,), pad)
+        assert set(spec.banned_ids) == {MASK, pad} and spec.vocab_size == VOCAB
 
 
 def test_kid_with_alpha_zero_is_exactly_rkd(pair):

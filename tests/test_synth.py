@@ -27,7 +27,7 @@ from kid.sql import exact_match, hardness, scoring, spider_parse
 from kid.synth import build, constructs, database, domains, query, splits, stats, testsuite
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SPLITS = ("train", "dev", "dev_in_domain")
+SPLITS = ("train", "dev", "dev_in_domain", "val_in_domain")
 SPIDER_DEV = {"easy": 0.24, "medium": 0.43, "hard": 0.17, "extra": 0.16}  # the issue's figures
 
 
@@ -85,7 +85,8 @@ def test_layout_loads_with_the_spider_reader(bench, schemas):
 
 
 def test_default_sizes(data):
-    assert {s: len(v) for s, v in data.items()} == {"train": 6000, "dev": 600, "dev_in_domain": 600}
+    sizes = {s: len(v) for s, v in data.items()}
+    assert sizes == {"train": 6000, "dev": 600, "dev_in_domain": 600, "val_in_domain": 300}
     for records in data.values():
         assert all(set(r) == {"db_id", "question", "query"} for r in records)
 
@@ -96,9 +97,23 @@ def test_dev_databases_are_unseen_and_dev_in_domain_pairs_are_new(data):
     assert {r["db_id"] for r in data["dev_in_domain"]} == train_dbs
     train_questions = {(r["db_id"], r["question"]) for r in data["train"]}
     train_queries = {(r["db_id"], r["query"]) for r in data["train"]}
-    for r in data["dev_in_domain"]:
+    for r in data["dev_in_domain"] + data["val_in_domain"]:
         assert (r["db_id"], r["question"]) not in train_questions
         assert (r["db_id"], r["query"]) not in train_queries
+    assert {r["db_id"] for r in data["val_in_domain"]} == train_dbs
+    dev_in_domain = {(r["db_id"], r["query"]) for r in data["dev_in_domain"]}
+    assert not dev_in_domain & {(r["db_id"], r["query"]) for r in data["val_in_domain"]}
+
+
+def test_val_in_domain_leaves_the_other_splits_as_they_were(tmp_path):
+    """val_in_domain is drawn last: any size of it gives byte-identical other splits, so a
+    teacher's train digest holds whatever val size a run asks for."""
+    small, large = tmp_path / "small", tmp_path / "large"
+    build.generate(small, seed=4, sizes=build.Sizes(60, 20, 20, 1), ts_copies=0)
+    build.generate(large, seed=4, sizes=build.Sizes(60, 20, 20, 30), ts_copies=0)
+    for split in ("train", "dev", "dev_in_domain"):
+        assert (small / f"{split}.json").read_bytes() == (large / f"{split}.json").read_bytes()
+    assert len(json.loads((large / "val_in_domain.json").read_text())) == 30
 
 
 def test_no_duplicate_questions(data):
@@ -391,7 +406,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     _run_cli(tmp_path / "c", 8, 1)
     a, b, c = (_tree_digest(tmp_path / x) for x in "abc")
     assert a == b
-    assert len(a) == 3 + 1 + 1 + 14 * 2  # splits, tables.json, manifest, 2 sqlite files per db
+    assert len(a) == 4 + 1 + 1 + 14 * 2  # splits, tables.json, manifest, 2 sqlite files per db
     assert a["train.json"] != c["train.json"]
     assert a["database/music_1/music_1.sqlite"] != c["database/music_1/music_1.sqlite"]
     assert "easy" in printed and "generation time" in printed
@@ -434,7 +449,8 @@ def test_database_write_never_overwrites(tmp_path):
 
 def test_sizes_parse():
     assert build.Sizes.parse("10,2,3") == build.Sizes(10, 2, 3)
-    for bad in ("10,2", "10,0,3", "a,b,c"):
+    assert build.Sizes.parse("10,2,3,4") == build.Sizes(10, 2, 3, 4)
+    for bad in ("10,2", "10,0,3", "a,b,c", "1,2,3,4,5", "1,2,3,0"):
         with pytest.raises(ValueError, match="TRAIN,DEV,DEV_IN_DOMAIN"):
             build.Sizes.parse(bad)
 
