@@ -137,6 +137,14 @@ class Data:
     train: spider.Dataset
     evals: dict[str, spider.Dataset]  # report split name -> dataset
 
+    @property
+    def fit(self) -> spider.Dataset:
+        """What models train on: the first ``data.train_examples`` of train (0: all)."""
+        n = self.config.get("train_examples", 0)
+        return (
+            dataclasses.replace(self.train, examples=self.train.examples[:n]) if n else self.train
+        )
+
 
 def training_eval_splits(config: ml_collections.ConfigDict) -> list[str]:
     """The splits models evaluate on while training (e.g. val_in_domain.json), which the

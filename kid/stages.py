@@ -203,7 +203,7 @@ def train_model(
     data = run.data
     start_id = getattr(spec.config, "decoder_start_token_id", None)
     batches, encoded = pipeline.build(
-        data.config, data.train, data.tok, train=True, decoder_start_id=start_id
+        data.config, data.fit, data.tok, train=True, decoder_start_id=start_id
     )
     options = pipeline.batch_options(data.config, data.tok, train=True, decoder_start_id=start_id)
     shapes = grouping.split_shapes(encoded, options, train=True)

@@ -167,3 +167,20 @@ def test_training_runs_dropout_when_the_model_config_has_it(rate, expected):
     assert stages._kd_config(run, "sft", spec, None).dropout is expected
     teacher = (job.ModelSpec(models.get_config("t5-synth-teacher"), "params", ""), None)
     assert stages._kd_config(run, "kid", spec, teacher).dropout is expected
+
+
+def test_models_train_on_the_first_train_examples():
+    """data.train_examples: models fit the first N examples; the whole file stays in
+    Data.train (the tokenizer and a shipped teacher's digest see it all)."""
+    from kid.data import spider
+
+    examples = tuple(
+        spider.Example(db_id="a", question=f"q{i}", query="SELECT 1") for i in range(5)
+    )
+    dataset = spider.Dataset(examples, {}, None, ())
+    config = demo.get_config("runlocal").data
+    data = job.Data(config, None, dataset, {})
+    assert data.fit is dataset
+    config.train_examples = 3
+    assert [e.question for e in data.fit.examples] == ["q0", "q1", "q2"]
+    assert data.train is dataset

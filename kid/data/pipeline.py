@@ -87,6 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
     # padding; 4 -> 10 shapes, 13.1%).
     c.min_group_batches = 1
     c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
+    # Models train on the first N examples of data.train (0: all); the tokenizer, a shipped
+    # teacher's digest and the eval splits still see the whole file.
+    c.train_examples = 0
     c.worker_count = 0  # grain worker processes (0: threads in this process)
     c.read_threads = 2
     c.prefetch = 4  # batches read ahead
@@ -122,6 +125,10 @@ def _config_errors(config: ml_collections.ConfigDict) -> list[str]:
     for name in ("batch_size", "eval_batch_size", "min_group_batches"):
         if not _positive_int(config[name]):
             errors.append(f"data.{name} must be a positive integer, got {config[name]!r}")
+    if config.get("train_examples", 0) != 0 and not _positive_int(config.train_examples):
+        errors.append(
+            f"data.train_examples must be 0 (all) or positive, got {config.train_examples!r}"
+        )
     if config.tokenizer == BPE:
         if not _positive_int(config.bpe_vocab_size):
             errors.append(f"data.bpe_vocab_size must be positive, got {config.bpe_vocab_size!r}")
