@@ -17,6 +17,7 @@ teacher_entropy) are logged there too.
 import ml_collections
 
 from configs import demo
+from kid import methods
 
 ROOT = "workdir/study"
 
@@ -39,6 +40,8 @@ def get_config(arg: str = "kid") -> ml_collections.ConfigDict:
     config.benchmark.dir = f"{ROOT}/benchmark"
     config.eval.splits = ("val_in_domain.json",)
     config.method = method
+    if method not in methods.CONFIGURABLE_DIVERGENCE:
+        config.kd.divergence = ""  # the recipe's divergence is KID's; others fix their own
     seed, steps = options["seed"], options["steps"]
     config.seed = config.data.seed = config.student.train.seed = seed
     config.student.train.update(
