@@ -11,6 +11,8 @@ student's recipe and the measured figures:
 
   python -m kid.main --config configs/demo.py --workdir workdir/demo
 
+`--config=configs/demo.py:seed=1` is another seed of the comparison (the student's and the
+baseline's initialisation, data order and KID's masks; same teacher);
 `--config=configs/demo.py:scratch` trains its own teacher in the job (the fully
 from-scratch variant; the teacher's budget is far below the shipped one's);
 `--config=configs/demo.py:runlocal` is a one-minute smoke run (tiny benchmark, tiny teacher
@@ -93,6 +95,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.kd.divergence = "fkl"
     config.kd.max_new_tokens = 96
 
+    if arg.startswith("seed="):  # another seed of the comparison: init, data order, masks
+        if not arg[5:].isdigit():
+            raise ValueError(f"configs/demo.py: seed wants an integer, got {arg!r}")
+        config.seed = config.data.seed = config.student.train.seed = int(arg[5:])
+        return config
     if arg in ("scratch", "runlocal"):
         train_teacher_in_job(config, steps=1500)
     if arg == "runlocal":
@@ -111,7 +118,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             section.train.log_every = 5
             section.train.save_every = 10
     elif arg not in ("", "scratch"):
-        raise ValueError(f"configs/demo.py: unknown argument {arg!r} (scratch, runlocal)")
+        raise ValueError(f"configs/demo.py: unknown argument {arg!r} (scratch, runlocal, seed=N)")
     return config
 
 

@@ -34,7 +34,7 @@ def _module(name: str):
 def _documented_args(name: str) -> list[str]:
     """Each `configs/<name>.py[:ARG]` the docstring mentions ("" for no argument)."""
     doc = _module(name).__doc__ or ""
-    found = re.findall(rf"configs/{name}\.py(?::([\w\-]+(?:\.[\w\-]+)*))?", doc)
+    found = re.findall(rf"configs/{name}\.py(?::([\w\-=,]+(?:\.[\w\-]+)*))?", doc)
     return sorted(set(found))
 
 
