@@ -81,6 +81,18 @@ def read_verdicts(path: str) -> list[Verdict] | None:
         return [Verdict(**json.loads(line)) for line in f if line.strip()]
 
 
+def bootstrap_ci(
+    per_example: np.ndarray, *, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """The 2.5 / 97.5 percentile interval of the mean of per-example values [n] over
+    `n_boot` resamples of the examples with replacement (deterministic for a seed)."""
+    values = np.asarray(per_example, dtype=np.float64)
+    n = len(values)
+    resamples = np.random.default_rng(seed).integers(0, n, size=(n_boot, n), dtype=np.int32)
+    lo, hi = np.percentile(values[resamples].mean(axis=1), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def paired_comparison(
     student_exec: Sequence[int | None],
     baseline_exec: Sequence[int | None],
@@ -111,15 +123,13 @@ def paired_comparison(
     if n == 0:
         raise ValueError(f"{split}: no example scored for both student and baseline")
     student, baseline = pairs.T
-    resamples = np.random.default_rng(seed).integers(0, n, size=(n_boot, n), dtype=np.int32)
-    diffs = (student - baseline)[resamples].mean(axis=1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    lo, hi = bootstrap_ci(student - baseline, n_boot=n_boot, seed=seed)
     return {
         "split": split,
         "student_ex": float(student.mean()),
         "baseline_ex": float(baseline.mean()),
         "diff": float(student.mean() - baseline.mean()),
-        "ci95": [float(lo), float(hi)],
+        "ci95": [lo, hi],
         "both": int(np.sum(student & baseline)),
         "student_only": int(np.sum(student > baseline)),
         "baseline_only": int(np.sum(student < baseline)),
