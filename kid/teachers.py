@@ -110,7 +110,8 @@ def check_benchmark_config(manifest: Mapping, benchmark: Mapping, where: str) ->
         if ours != theirs:
             raise DigestError(
                 f"{field} is {ours} but the shipped teacher {where} was trained on {theirs}: "
-                f"its train.json digest would differ ({MANIFEST})"
+                f"the train.json generated would not be its train_sha256 "
+                f"{shipped['train_sha256']} ({MANIFEST})"
             )
 
 
