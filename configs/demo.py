@@ -3,12 +3,12 @@ student and an SFT baseline of the student's size, budget and data order, evalua
 execution on dev_in_domain (unseen questions on the training databases) and dev (unseen
 databases of unseen domains).
 
-No download, a 2-core laptop CPU, 9 minutes (542 s measured from a fresh clone): the
+No download, a 2-core laptop CPU, 11 minutes (670 s measured from a fresh clone): the
 benchmark is generated with the seed, sizes and databases the shipped teacher
 (data/teachers/t5-synth, configs/teacher.py) was trained on, and the teacher is loaded, not
 trained; its manifest's digests are checked first (another benchmark or tokenizer exits 2).
-Seed 0: KID student 25.0% vs SFT baseline 18.0% EX on dev_in_domain; over seeds 0-2, 22.2%
-vs 20.7% (pooled paired interval -0.7 to +3.9 points). docs/RESULTS.md has the study
+Seed 0: KID student 35.7% vs SFT baseline 33.3% EX on dev_in_domain; over seeds 0-2, 34.2%
+vs 31.9% (pooled paired interval -0.2 to +5.0 points). docs/RESULTS.md has the study
 behind the student's recipe and the measured figures:
 
   python -m kid.main --config configs/demo.py --workdir workdir/demo
