@@ -52,7 +52,7 @@ def run_benchmark(run: stages.Run) -> None:
         synth.generate(
             folder,
             seed=c.seed,
-            sizes=synth.Sizes(c.train, c.dev, c.dev_in_domain, c.get("val_in_domain", 300)),
+            sizes=synth.Sizes(**{f: c[f] for f in synth.Sizes.names() if f in c}),
             ts_copies=c.ts_copies,
             databases=tuple(c.databases),
         )

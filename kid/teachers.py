@@ -25,6 +25,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from kid.synth.build import Sizes
+
 MANIFEST = "manifest.json"
 PREFIX = "data/teachers/"
 ENV = "KID_TEACHERS"
@@ -85,13 +87,10 @@ def benchmark_entry(benchmark: Mapping[str, Any], train_file: str) -> dict[str, 
     """The manifest's "benchmark": the config's benchmark section and the train digest."""
     return {
         "seed": int(benchmark["seed"]),
-        "sizes": {k: int(benchmark[k]) for k in _SIZE_FIELDS if k in benchmark},
+        "sizes": {k: int(benchmark[k]) for k in Sizes.names() if k in benchmark},
         "databases": [int(n) for n in benchmark["databases"]],
         "train_sha256": file_sha256(train_file),
     }
-
-
-_SIZE_FIELDS = ("train", "dev", "dev_in_domain", "val_in_domain")
 
 
 def check_benchmark_config(manifest: Mapping, benchmark: Mapping, where: str) -> None:

@@ -34,6 +34,11 @@ class Sizes:
     val_in_domain: int = 300  # for choices while training; never reported
 
     @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The split sizes' field names, in order (a config's benchmark section uses them)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
     def parse(cls, text: str) -> Sizes:
         """ "TRAIN,DEV,DEV_IN_DOMAIN[,VAL_IN_DOMAIN]", e.g. "6000,600,600,300"."""
         form = "TRAIN,DEV,DEV_IN_DOMAIN[,VAL_IN_DOMAIN]"
